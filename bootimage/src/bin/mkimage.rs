@@ -1,0 +1,93 @@
+//! `mkimage`: makes a boot image from a raw image. Drop-in for the previous
+//! tool's command line (`-i -o -O -s -N -z`), with long forms and more.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use bootimage::{make_image, parse_size, progress, write_checksum_file, Error, ImageSpec};
+use clap::Parser;
+
+/// Make an Oxide phase-2 boot image: a 4096-byte header (sizes, SHA-256,
+/// dataset and image name) followed by the raw image, or by one zlib stream
+/// with -z. The output is written to a temporary file beside IMAGE and
+/// renamed into place only when complete.
+#[derive(Parser)]
+#[command(name = "mkimage", version)]
+struct Args {
+    /// Raw image to wrap (a file system or archive, 4096 bytes to 4 GiB)
+    #[arg(short = 'i', long = "input", value_name = "RAW")]
+    input: PathBuf,
+    /// Boot image to write
+    #[arg(short = 'o', long = "output", value_name = "IMAGE")]
+    output: PathBuf,
+    /// Also write the image's SHA-256 as 32 raw bytes (the boot archive's
+    /// boot_image_csum file)
+    #[arg(short = 'O', long = "checksum-file", value_name = "CSUM_FILE")]
+    checksum_file: Option<PathBuf>,
+    /// Size of the ramdisk the OS creates, in MiB [default: 4096]
+    #[arg(short = 's', long = "target-mib", value_name = "MEBIBYTES",
+          conflicts_with = "target_size", value_parser = parse_mib)]
+    target_mib: Option<u64>,
+    /// Size of the ramdisk the OS creates, with a unit: 4GiB, 512MiB, 64M
+    #[arg(long = "target-size", value_name = "SIZE", value_parser = parse_size)]
+    target_size: Option<u64>,
+    /// Image name (a name starting with "recovery" marks a recovery image)
+    #[arg(short = 'N', long = "name", value_name = "NAME", default_value = "")]
+    name: String,
+    /// ZFS dataset the OS creates the ramdisk pool as
+    #[arg(long = "dataset", value_name = "DATASET",
+          default_value = bootimage::header::DEFAULT_DATASET)]
+    dataset: String,
+    /// Compress the payload as one zlib stream
+    #[arg(short = 'z', long = "compress")]
+    compress: bool,
+    /// zlib level with -z: 1 (fastest) to 9 (smallest)
+    #[arg(long = "level", value_name = "1-9", requires = "compress",
+          default_value_t = bootimage::DEFAULT_LEVEL,
+          value_parser = clap::value_parser!(u32).range(1..=9))]
+    level: u32,
+}
+
+/// `-s` takes mebibytes.
+fn parse_mib(s: &str) -> Result<u64, String> {
+    let mib: u64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number of MiB: {e}"))?;
+    mib.checked_mul(1 << 20)
+        .ok_or_else(|| format!("{mib} MiB is too large"))
+}
+
+fn run(args: Args) -> Result<(), Error> {
+    let target_size = match (args.target_mib, args.target_size) {
+        (Some(size), _) => size,
+        (None, Some(size)) => size,
+        (None, None) => bootimage::header::DEFAULT_TARGET_SIZE,
+    };
+    let spec = ImageSpec {
+        target_size,
+        compression: args.compress.then_some(args.level),
+        ..ImageSpec::default()
+    }
+    .with_names(&args.dataset, &args.name)?;
+
+    let total = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+    let bar = progress::bar(total, "mkimage");
+    let header = make_image(&args.input, &args.output, &spec, &|n| bar.set_position(n))?;
+    bar.finish_and_clear();
+    println!("ok, image written!");
+    if let Some(path) = &args.checksum_file {
+        write_checksum_file(path, &header.sha256)?;
+        println!("ok, boot_image_csum file written!");
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mkimage: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,59 @@
+//! What `lookimage` and `cargo xtask inspect` do: print the header as the
+//! previous tool did (or as JSON), then verify.
+
+use std::io::Write;
+use std::path::Path;
+
+use crate::{report, Error, Image};
+
+/// How to inspect.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InspectOptions {
+    /// Skip payload verification (`lookimage -s`).
+    pub skip_verify: bool,
+    /// One JSON object instead of the previous tool's lines.
+    pub json: bool,
+}
+
+/// Prints what `path` holds to `out` and verifies it unless told not to.
+/// The header lines are printed before verification starts, as the previous
+/// tool did, so a failing image still shows what it claims.
+pub fn inspect(
+    path: &Path,
+    opts: InspectOptions,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), Error> {
+    let image = Image::open(path)?;
+    let header = image.header().clone();
+    let stdout_err = |e| Error::Io {
+        path: "<stdout>".into(),
+        op: "write",
+        source: e,
+    };
+    let result = (|| {
+        if !opts.json {
+            out.write_all(report::header_lines(&header).as_bytes())
+                .map_err(stdout_err)?;
+        }
+        header.check().map_err(Error::header(path))?;
+        if !opts.json {
+            if let Some(line) = report::ratio_line(&header) {
+                out.write_all(line.as_bytes()).map_err(stdout_err)?;
+            }
+        }
+        if opts.skip_verify {
+            return Ok(());
+        }
+        let total = header.data_size;
+        image.verify(&|done| progress(done, total))
+    })();
+    if opts.json {
+        let mut v = report::header_json(&header, (!opts.skip_verify).then_some(result.is_ok()));
+        if let Err(e) = &result {
+            v["error"] = e.to_string().into();
+        }
+        writeln!(out, "{v}").map_err(stdout_err)?;
+    }
+    result
+}

@@ -1,0 +1,201 @@
+//! Reading and verifying images: one streaming pass over the payload.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::{Decompress, FlushDecompress, Status};
+use sha2::{Digest, Sha256};
+
+use crate::header::{hex, Header, HEADER_LEN};
+use crate::make::CHUNK;
+use crate::Error;
+
+/// An image file whose header has been decoded.
+pub struct Image {
+    path: PathBuf,
+    file: File,
+    header: Header,
+}
+
+impl Image {
+    /// Opens `path` and decodes its header (no checks beyond decoding).
+    pub fn open(path: &Path) -> Result<Image, Error> {
+        let mut file = File::open(path).map_err(Error::io(path, "open"))?;
+        let header = read_header(&mut file, path)?;
+        Ok(Image {
+            path: path.to_owned(),
+            file,
+            header,
+        })
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the header's limits, then the payload: its length, the zlib
+    /// stream, the image size and the SHA-256. `progress` is called with the
+    /// payload bytes read so far.
+    pub fn verify(self, progress: &dyn Fn(u64)) -> Result<(), Error> {
+        verify_payload(&self.header, self.file, &self.path, progress)
+    }
+}
+
+/// Reads and decodes the header at the start of `reader`.
+pub fn read_header(reader: &mut impl Read, path: &Path) -> Result<Header, Error> {
+    let mut buf = vec![0u8; HEADER_LEN];
+    let len = read_full(reader, &mut buf).map_err(Error::io(path, "read header"))?;
+    Header::parse(&buf[..len]).map_err(Error::header(path))
+}
+
+/// Checks `header` and the payload that follows it in `payload` (read to
+/// its end). `path` names the image in errors.
+pub fn verify_payload(
+    header: &Header,
+    payload: impl Read,
+    path: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    header.check().map_err(Error::header(path))?;
+    let data_size = header.data_size;
+    let mut payload = payload.take(data_size);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let read_err = Error::io;
+
+    let (read, inflated) = if header.flags.compressed() {
+        let mut out = vec![0u8; CHUNK];
+        let mut z = Decompress::new(true);
+        let mut read = 0u64;
+        let (mut pos, mut len) = (0, 0);
+        let mut ended = false;
+        loop {
+            let eof = pos == len && {
+                len = read_full(&mut payload, &mut buf).map_err(read_err(path, "read"))?;
+                pos = 0;
+                read += len as u64;
+                progress(read);
+                len == 0
+            };
+            let (in0, out0) = (z.total_in(), z.total_out());
+            let flush = if eof {
+                FlushDecompress::Finish
+            } else {
+                FlushDecompress::None
+            };
+            let status =
+                z.decompress(&buf[pos..len], &mut out, flush)
+                    .map_err(|e| Error::Corrupt {
+                        path: path.to_owned(),
+                        offset: z.total_in(),
+                        message: e.to_string(),
+                    })?;
+            pos += (z.total_in() - in0) as usize;
+            let produced = (z.total_out() - out0) as usize;
+            if z.total_out() > header.image_size {
+                return Err(Error::InflatesTooLarge {
+                    path: path.to_owned(),
+                    expected: header.image_size,
+                });
+            }
+            hasher.update(&out[..produced]);
+            if status == Status::StreamEnd {
+                ended = true;
+                break;
+            }
+            if eof && produced == 0 {
+                break;
+            }
+        }
+        // Whatever of the payload the stream did not use.
+        let rest = io::copy(&mut payload, &mut io::sink()).map_err(read_err(path, "read"))?;
+        let available = read + rest;
+        if available < data_size {
+            return Err(Error::Truncated {
+                path: path.to_owned(),
+                expected: data_size,
+                actual: available,
+            });
+        }
+        if !ended {
+            return Err(Error::Unterminated {
+                path: path.to_owned(),
+                data_size,
+            });
+        }
+        if z.total_in() < data_size {
+            return Err(Error::TrailingGarbage {
+                path: path.to_owned(),
+                end: z.total_in(),
+                data_size,
+            });
+        }
+        (available, z.total_out())
+    } else {
+        let mut read = 0u64;
+        loop {
+            let n = read_full(&mut payload, &mut buf).map_err(read_err(path, "read"))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            read += n as u64;
+            progress(read);
+        }
+        if read < data_size {
+            return Err(Error::Truncated {
+                path: path.to_owned(),
+                expected: data_size,
+                actual: read,
+            });
+        }
+        (read, read)
+    };
+    debug_assert_eq!(read, data_size);
+
+    let extra =
+        io::copy(&mut payload.into_inner(), &mut io::sink()).map_err(read_err(path, "read"))?;
+    if extra > 0 {
+        return Err(Error::TrailingData {
+            path: path.to_owned(),
+            data_size,
+            extra,
+        });
+    }
+    if inflated != header.image_size {
+        return Err(Error::SizeMismatch {
+            path: path.to_owned(),
+            expected: header.image_size,
+            actual: inflated,
+        });
+    }
+    let actual: [u8; 32] = hasher.finalize().into();
+    if actual != header.sha256 {
+        return Err(Error::ChecksumMismatch {
+            path: path.to_owned(),
+            expected: header.sha256_hex(),
+            actual: hex(&actual),
+        });
+    }
+    Ok(())
+}
+
+/// Fills `buf` as far as `reader` allows; returns the bytes read (less than
+/// `buf.len()` only at end of input).
+pub(crate) fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut len = 0;
+    while len < buf.len() {
+        match reader.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(len)
+}
