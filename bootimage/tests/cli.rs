@@ -1,0 +1,350 @@
+//! The drop-in binaries against the previous tools' golden vectors and every
+//! error a user can cause from the command line.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn vectors() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors")
+}
+
+fn run(bin: &str, args: &[&str], dir: &Path) -> Output {
+    let exe = match bin {
+        "mkimage" => env!("CARGO_BIN_EXE_mkimage"),
+        "lookimage" => env!("CARGO_BIN_EXE_lookimage"),
+        _ => unreachable!(),
+    };
+    Command::new(exe)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("the binary runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The names in `dir`, sorted: proves no temporary or partial file is left.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn raw() -> String {
+    vectors().join("small.raw").to_string_lossy().into_owned()
+}
+
+#[test]
+fn plain_image_is_byte_identical_to_the_previous_tool() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        "mkimage",
+        &[
+            "-i",
+            &raw(),
+            "-o",
+            "out.img",
+            "-O",
+            "out.csum",
+            "-N",
+            "vector-plain",
+            "-s",
+            "4",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        "ok, image written!\nok, boot_image_csum file written!\n"
+    );
+    // Not a terminal: no progress output.
+    assert_eq!(stderr(&o), "");
+    assert_eq!(
+        fs::read(dir.path().join("out.img")).unwrap(),
+        fs::read(vectors().join("small-plain.img")).unwrap()
+    );
+    assert_eq!(
+        fs::read(dir.path().join("out.csum")).unwrap(),
+        fs::read(vectors().join("small.csum")).unwrap()
+    );
+    assert_eq!(listing(dir.path()), ["out.csum", "out.img"]);
+}
+
+#[test]
+fn long_flags_give_the_same_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        "mkimage",
+        &[
+            "--input",
+            &raw(),
+            "--output",
+            "out.img",
+            "--checksum-file",
+            "out.csum",
+            "--name",
+            "vector-plain",
+            "--target-size",
+            "4MiB",
+            "--dataset",
+            "rpool/ROOT/ramdisk",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        fs::read(dir.path().join("out.img")).unwrap(),
+        fs::read(vectors().join("small-plain.img")).unwrap()
+    );
+}
+
+#[test]
+fn lookimage_reproduces_the_previous_output_byte_for_byte() {
+    for name in ["small-plain", "small-z"] {
+        let img = vectors().join(format!("{name}.img"));
+        let o = run("lookimage", &[img.to_str().unwrap()], &vectors());
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert_eq!(
+            stdout(&o),
+            fs::read_to_string(vectors().join(format!("{name}.lookimage.txt"))).unwrap(),
+            "{name}"
+        );
+        assert_eq!(stderr(&o), "");
+    }
+}
+
+#[test]
+fn compressed_image_round_trips_through_lookimage() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        "mkimage",
+        &[
+            "-i",
+            &raw(),
+            "-o",
+            "z.img",
+            "-z",
+            "-N",
+            "recovery-vector",
+            "-s",
+            "16",
+        ],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run("lookimage", &["z.img"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Same lines as the previous tool's image, except the compressed size
+    // and the ratio, which depend on the compressor.
+    let ours: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    let theirs = fs::read_to_string(vectors().join("small-z.lookimage.txt")).unwrap();
+    let theirs: Vec<&str> = theirs.lines().collect();
+    assert_eq!(ours.len(), theirs.len());
+    for (a, b) in ours.iter().zip(&theirs) {
+        if !a.starts_with("data size") && !a.starts_with("ratio") {
+            assert_eq!(a, b);
+        }
+    }
+    // Any inflater decodes the payload: check with an independent one.
+    let img = fs::read(dir.path().join("z.img")).unwrap();
+    let inflated = miniz_oxide::inflate::decompress_to_vec_zlib(&img[4096..]).unwrap();
+    assert_eq!(inflated, fs::read(vectors().join("small.raw")).unwrap());
+
+    let o = run("lookimage", &["--json", "z.img"], dir.path());
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("\"verified\":true"), "{out}");
+    assert!(out.contains("\"image_name\":\"recovery-vector\""), "{out}");
+}
+
+#[test]
+fn lookimage_skip_checksum_does_not_read_the_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut img = fs::read(vectors().join("small-plain.img")).unwrap();
+    img.truncate(5000);
+    fs::write(dir.path().join("cut.img"), &img).unwrap();
+    let o = run("lookimage", &["-s", "cut.img"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        fs::read_to_string(vectors().join("small-plain.lookimage.txt")).unwrap()
+    );
+    let o = run("lookimage", &["cut.img"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "lookimage: cut.img: payload is truncated: header says 1048699 bytes of data, the file holds 904\n"
+    );
+    let o = run("lookimage", &["--json", "cut.img"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).contains("\"verified\":false"));
+    assert!(stdout(&o).contains("\"error\":\"cut.img: payload is truncated"));
+}
+
+#[test]
+fn lookimage_reports_a_checksum_mismatch_with_both_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut img = fs::read(vectors().join("small-plain.img")).unwrap();
+    img[4096 + 1000] ^= 1;
+    fs::write(dir.path().join("bad.img"), &img).unwrap();
+    let o = run("lookimage", &["bad.img"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let e = stderr(&o);
+    assert!(
+        e.starts_with("lookimage: bad.img: checksum mismatch: header says fd071188b3d72d088285c0580ef8a7e38b59c6cf52ea8efefe0c1ef85f566887, image hashes to "),
+        "{e}"
+    );
+    // The header lines still come first.
+    assert!(stdout(&o).starts_with("image name = vector-plain\n"));
+}
+
+#[test]
+fn lookimage_bad_magic_and_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("zeros.img"), vec![0u8; 8192]).unwrap();
+    let o = run("lookimage", &["zeros.img"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "lookimage: zeros.img: bad magic 0x00000000 (expected 0x1deb0075)\n"
+    );
+    assert_eq!(stdout(&o), "");
+    let o = run("lookimage", &["nope.img"], dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("lookimage: nope.img: open: No such file or directory"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// Runs a failing `mkimage` in a directory holding `input` and an existing
+/// `out.img`, and checks the message, that `out.img` is untouched and that
+/// nothing else was left behind.
+fn mkimage_fails(input: &[u8], args: &[&str], message: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("in.raw"), input).unwrap();
+    fs::write(dir.path().join("out.img"), b"previous contents").unwrap();
+    let mut all = vec!["-i", "in.raw", "-o", "out.img", "-O", "out.csum"];
+    all.extend_from_slice(args);
+    let o = run("mkimage", &all, dir.path());
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(stderr(&o), format!("mkimage: {message}\n"));
+    assert_eq!(
+        fs::read(dir.path().join("out.img")).unwrap(),
+        b"previous contents"
+    );
+    assert_eq!(listing(dir.path()), ["in.raw", "out.img"]);
+}
+
+#[test]
+fn mkimage_errors_name_the_file_field_and_value_and_leave_nothing() {
+    let ok = vec![7u8; 8192];
+    mkimage_fails(&[], &[], "in.raw: input is empty");
+    mkimage_fails(
+        &[1; 4095],
+        &[],
+        "in.raw: image size 4095 is below the minimum of 4096 bytes",
+    );
+    mkimage_fails(
+        &ok,
+        &["--target-size", "4K"],
+        "in.raw: image size 8192 is larger than target size 4096",
+    );
+    let long = "n".repeat(128);
+    mkimage_fails(
+        &ok,
+        &["-N", &long],
+        &format!("image name \"{long}\" is 128 bytes long; at most 127 fit"),
+    );
+    mkimage_fails(
+        &ok,
+        &["--dataset", &long],
+        &format!("dataset name \"{long}\" is 128 bytes long; at most 127 fit"),
+    );
+}
+
+#[test]
+fn mkimage_refuses_inputs_over_4_gib_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = fs::File::create(dir.path().join("huge.raw")).unwrap();
+    f.set_len((4 << 30) + 1).unwrap(); // sparse: costs no disk
+    let o = run(
+        "mkimage",
+        &["-i", "huge.raw", "-o", "out.img", "--target-size", "8GiB"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "mkimage: huge.raw: image size 4294967297 is above the maximum of 4294967296 bytes (4 GiB)\n"
+    );
+    assert_eq!(listing(dir.path()), ["huge.raw"]);
+}
+
+#[test]
+fn mkimage_io_errors_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(
+        "mkimage",
+        &["-i", "missing.raw", "-o", "out.img"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("mkimage: missing.raw: open: No such file or directory"),
+        "{}",
+        stderr(&o)
+    );
+    fs::write(dir.path().join("in.raw"), vec![1u8; 8192]).unwrap();
+    let o = run(
+        "mkimage",
+        &["-i", "in.raw", "-o", "no/such/dir/out.img"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("mkimage: no/such/dir/out.img: create temporary file:"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(listing(dir.path()), ["in.raw"]);
+}
+
+#[test]
+fn mkimage_rejects_bad_flag_values() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("in.raw"), vec![1u8; 8192]).unwrap();
+    for args in [
+        &["-i", "in.raw", "-o", "o.img", "-z", "--level", "10"][..],
+        &["-i", "in.raw", "-o", "o.img", "--level", "5"],
+        &["-i", "in.raw", "-o", "o.img", "-s", "lots"],
+        &["-i", "in.raw", "-o", "o.img", "--target-size", "4 parsecs"],
+        &[
+            "-i",
+            "in.raw",
+            "-o",
+            "o.img",
+            "-s",
+            "4",
+            "--target-size",
+            "4M",
+        ],
+    ] {
+        let o = run("mkimage", args, dir.path());
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(stderr(&o).contains("error:"), "{args:?}");
+    }
+    assert_eq!(listing(dir.path()), ["in.raw"]);
+}
