@@ -50,6 +50,11 @@ impl AtomicFile {
         &self.path
     }
 
+    /// Where the file is until it is committed.
+    pub fn temporary_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// Renames the file into place.
     pub fn commit(self) -> Result<(), Error> {
         let AtomicFile { path, tmp } = self;

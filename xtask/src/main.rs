@@ -1,1 +1,144 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, as a plain Rust program.
+//!
+//! - `cargo xtask image [MANIFEST...]`: build boot images from manifests
+//!   (default: every `config/images/*.toml`) into `target/bootimage/`.
+//! - `cargo xtask inspect IMAGE`: print and verify an image, like `lookimage`.
+//! - `cargo xtask ci`: formatting, clippy with `-D warnings`, and every test.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use xshell::{cmd, Shell};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build boot images from manifests into TARGET/bootimage/, verify them
+    /// and print each one's summary
+    Image {
+        /// Manifests to build [default: every config/images/*.toml]
+        manifests: Vec<PathBuf>,
+    },
+    /// Print an image's header and verify it, like lookimage
+    Inspect {
+        /// Skip verifying the payload
+        #[arg(short = 's', long = "skip-checksum")]
+        skip_checksum: bool,
+        /// Print one JSON object instead
+        #[arg(long)]
+        json: bool,
+        image: PathBuf,
+    },
+    /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
+    Ci,
+}
+
+/// The workspace root and target directory, from `cargo metadata`.
+struct Workspace {
+    root: PathBuf,
+    target: PathBuf,
+}
+
+fn workspace() -> Result<Workspace> {
+    let md = cargo_metadata::MetadataCommand::new().no_deps().exec()?;
+    Ok(Workspace {
+        root: md.workspace_root.into_std_path_buf(),
+        target: md.target_directory.into_std_path_buf(),
+    })
+}
+
+fn image(manifests: Vec<PathBuf>) -> Result<()> {
+    let ws = workspace()?;
+    let manifests = if manifests.is_empty() {
+        default_manifests(&ws.root.join("config/images"))?
+    } else {
+        manifests
+    };
+    let out = ws.target.join("bootimage");
+    std::fs::create_dir_all(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    for manifest in &manifests {
+        let built = bootimage_build::build(manifest, &out)?;
+        let bar = bootimage::progress::bar(built.header.data_size, "verify");
+        bootimage::Image::open(&built.image)?.verify(&|n| bar.set_position(n))?;
+        bar.finish_and_clear();
+        println!(
+            "{} -> {} (verified)",
+            manifest.display(),
+            built.image.display()
+        );
+        for line in bootimage::report::header_lines(&built.header).lines() {
+            println!("    {line}");
+        }
+        if let Some(line) = bootimage::report::ratio_line(&built.header) {
+            print!("    {line}");
+        }
+    }
+    Ok(())
+}
+
+/// Every `*.toml` in `dir`, sorted.
+fn default_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let p = entry?.path();
+        if p.extension().is_some_and(|e| e == "toml") {
+            v.push(p);
+        }
+    }
+    v.sort();
+    if v.is_empty() {
+        return Err(format!("{}: no manifests (*.toml) found", dir.display()).into());
+    }
+    Ok(v)
+}
+
+fn ci() -> Result<()> {
+    let ws = workspace()?;
+    let sh = Shell::new()?;
+    sh.change_dir(&ws.root);
+    cmd!(sh, "cargo fmt --all -- --check").run()?;
+    cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+    cmd!(sh, "cargo test --workspace").run()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Image { manifests } => image(manifests),
+        Command::Inspect {
+            skip_checksum,
+            json,
+            image,
+        } => {
+            let bar = bootimage::progress::bar(0, "verify");
+            let opts = bootimage::InspectOptions {
+                skip_verify: skip_checksum,
+                json,
+            };
+            let r = bootimage::inspect(&image, opts, &mut std::io::stdout(), &|done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            });
+            bar.finish_and_clear();
+            r.map_err(Into::into)
+        }
+        Command::Ci => ci(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

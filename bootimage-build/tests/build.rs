@@ -1,0 +1,192 @@
+//! Building from manifests: the embedded default, determinism, and errors
+//! that leave nothing behind.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bootimage_build::build;
+
+fn config() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/images")
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A newc reader for the tests: (name, mode, mtime, data) per entry.
+fn read_newc(bytes: &[u8]) -> Vec<(String, u32, u32, Vec<u8>)> {
+    let hex = |b: &[u8]| u32::from_str_radix(std::str::from_utf8(b).unwrap(), 16).unwrap();
+    let mut out = Vec::new();
+    let mut at = 0;
+    loop {
+        let h = &bytes[at..at + 110];
+        assert_eq!(&h[..6], b"070701");
+        let f = |i: usize| hex(&h[6 + 8 * i..14 + 8 * i]);
+        let (mode, mtime, size, namesize) = (f(1), f(5), f(6) as usize, f(11) as usize);
+        let name = String::from_utf8(bytes[at + 110..at + 110 + namesize - 1].to_vec()).unwrap();
+        at = (at + 110 + namesize).next_multiple_of(4);
+        let data = bytes[at..at + size].to_vec();
+        at = (at + size).next_multiple_of(4);
+        if name == "TRAILER!!!" {
+            return out;
+        }
+        out.push((name, mode, mtime, data));
+    }
+}
+
+#[test]
+fn the_embedded_default_builds_into_an_image_the_sled_accepts() {
+    let out = tempfile::tempdir().unwrap();
+    let built = build(&config().join("demo.toml"), out.path()).unwrap();
+    assert_eq!(built.image, out.path().join("demo.img"));
+    assert_eq!(listing(out.path()), ["demo.cpio", "demo.img"]);
+    let h = &built.header;
+    // The network client refuses images under 1 MiB.
+    assert!(h.image_size >= 1 << 20, "{}", h.image_size);
+    assert!(h.flags.compressed());
+    assert_eq!(h.image_name.as_str(), "demo");
+    assert_eq!(h.target_size, 64 << 20);
+    bootimage::Image::open(&built.image)
+        .unwrap()
+        .verify(&|_| {})
+        .unwrap();
+
+    let cpio = fs::read(out.path().join("demo.cpio")).unwrap();
+    assert_eq!(cpio.len(), 1 << 20);
+    let entries = read_newc(&cpio);
+    let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "bin",
+            "bin/hello",
+            "etc",
+            "etc/issue",
+            "etc/motd",
+            "etc/os-release",
+            "usr",
+            "usr/share",
+            "usr/share/doc",
+            "usr/share/doc/demo",
+            "usr/share/doc/demo/README"
+        ]
+    );
+    let get = |n: &str| entries.iter().find(|e| e.0 == n).unwrap();
+    assert_eq!(get("bin/hello").1, 0o100755);
+    assert_eq!(get("etc/motd").1, 0o100644);
+    assert_eq!(get("etc").1, 0o040755);
+    assert_eq!(get("etc/issue").1, 0o120777);
+    assert_eq!(get("etc/issue").3, b"motd");
+    assert_eq!(
+        get("etc/motd").3,
+        fs::read(config().join("demo/etc/motd")).unwrap()
+    );
+
+    // Every input is reported, for cargo:rerun-if-changed.
+    assert_eq!(built.inputs[0], config().join("demo.toml"));
+    assert!(built.inputs.contains(&config().join("demo")));
+    assert!(built
+        .inputs
+        .contains(&config().join("demo/usr/share/doc/demo/README")));
+    assert_eq!(built.inputs.len(), 2 + entries.len());
+}
+
+#[test]
+fn builds_are_byte_identical_across_directories_and_modes() {
+    // The same tree in two places, with different permissions and mtimes.
+    let make_tree = |root: &Path, mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        fs::create_dir_all(root.join("src/sub")).unwrap();
+        fs::write(root.join("src/b.txt"), b"bee").unwrap();
+        fs::write(root.join("src/a.txt"), b"ay").unwrap();
+        fs::write(root.join("src/sub/c"), vec![3u8; 5000]).unwrap();
+        fs::set_permissions(root.join("src/a.txt"), fs::Permissions::from_mode(mode)).unwrap();
+        fs::write(
+            root.join("img.toml"),
+            "name = \"x\"\ncompress = true\n[source]\ndirectory = \"src\"\nmin-size = \"1MiB\"\n",
+        )
+        .unwrap();
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    make_tree(a.path(), 0o600);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    make_tree(b.path(), 0o664);
+    let ba = build(&a.path().join("img.toml"), a.path()).unwrap();
+    let bb = build(&b.path().join("img.toml"), b.path()).unwrap();
+    assert_eq!(fs::read(&ba.image).unwrap(), fs::read(&bb.image).unwrap());
+    assert_eq!(ba.header.sha256, bb.header.sha256);
+}
+
+#[test]
+fn a_raw_file_source_is_used_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/small.raw");
+    fs::write(
+        dir.path().join("v.toml"),
+        format!(
+            "name = \"vector-plain\"\ntarget-size = \"4MiB\"\n[source]\nfile = {:?}\n",
+            raw.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let built = build(&dir.path().join("v.toml"), dir.path()).unwrap();
+    // Same bytes as the previous mkimage made.
+    assert_eq!(
+        fs::read(built.image).unwrap(),
+        fs::read(raw.with_file_name("small-plain.img")).unwrap()
+    );
+}
+
+#[test]
+fn bad_inputs_name_the_manifest_and_key_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let m = dir.path().join("m.toml");
+    let fail = |text: &str| {
+        fs::write(&m, text).unwrap();
+        let e = build(&m, &out).unwrap_err().to_string();
+        assert!(listing(&out).is_empty(), "{:?}", listing(&out));
+        e.replace(&format!("{}/", dir.path().display()), "")
+    };
+    assert_eq!(
+        fail("name = \"x\"\n[source]\nfile = \"nope.raw\"\n"),
+        "m.toml: source.file: nope.raw: No such file or directory (os error 2)"
+    );
+    assert_eq!(
+        fail("name = \"x\"\n[source]\ndirectory = \"nope\"\n"),
+        "m.toml: source.directory: nope: read directory: No such file or directory (os error 2)"
+    );
+    fs::create_dir(dir.path().join("empty")).unwrap();
+    assert_eq!(
+        fail("name = \"x\"\ntarget-size = \"1MiB\"\n[source]\ndirectory = \"empty\"\nmin-size = \"2MiB\"\n"),
+        "m.toml: target-size: 1048576 bytes cannot hold the 2097152-byte image from source.directory"
+    );
+    assert_eq!(
+        fail("name = \"x\"\n[source]\ndirectory = \"empty\"\n"),
+        "m.toml: source.min-size: the packed directory is 124 bytes; images need at least 4096 (the network client 1 MiB): raise min-size"
+    );
+    fs::write(dir.path().join("tiny.raw"), b"tiny").unwrap();
+    assert_eq!(
+        fail("name = \"x\"\n[source]\nfile = \"tiny.raw\"\n"),
+        "m.toml: source.file: image size 4 is below the minimum of 4096 bytes"
+    );
+    let e = fail("name = \"x\"\nsauce = 1\n");
+    assert!(
+        e.starts_with("m.toml: ") && e.contains("unknown field `sauce`"),
+        "{e}"
+    );
+    assert_eq!(
+        build(&dir.path().join("missing.toml"), &out)
+            .unwrap_err()
+            .to_string()
+            .replace(&format!("{}/", dir.path().display()), ""),
+        "missing.toml: read: No such file or directory (os error 2)"
+    );
+}

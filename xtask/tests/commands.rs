@@ -1,0 +1,82 @@
+//! The xtask commands, run as a developer runs them.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn xtask(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn image_builds_the_embedded_default_and_inspect_verifies_it() {
+    let o = xtask(&["image"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let first = out.lines().next().unwrap();
+    assert!(first.contains("config/images/demo.toml -> "), "{out}");
+    assert!(first.ends_with("/bootimage/demo.img (verified)"), "{out}");
+    assert!(out.contains("    image name = demo\n"), "{out}");
+    assert!(out.contains("    image size = 1048576\n"), "{out}");
+    let image = first
+        .split(" -> ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(" (verified)");
+
+    let o = xtask(&["inspect", image]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines = text(&o.stdout);
+    assert!(
+        lines.starts_with("image name = demo\nflags = 0x1 (COMPRESSED)\n"),
+        "{lines}"
+    );
+    let sum = lines
+        .lines()
+        .find_map(|l| l.strip_prefix("image sum = "))
+        .unwrap();
+    assert!(out.contains(&format!("    image sum = {sum}\n")));
+
+    // A damaged copy fails verification with a message naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.img");
+    let mut bytes = fs::read(image).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x55;
+    fs::write(&bad, bytes).unwrap();
+    let o = xtask(&["inspect", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).starts_with(&format!("xtask: {}: ", bad.display())),
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn image_reports_a_bad_manifest_by_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("bad.toml");
+    fs::write(
+        &m,
+        "name = \"x\"\ncompress = true\nlevel = 11\n[source]\nfile = \"a\"\n",
+    )
+    .unwrap();
+    let o = xtask(&["image", m.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        format!(
+            "xtask: {}: level: 11 is out of range (1 to 9)\n",
+            m.display()
+        )
+    );
+}
