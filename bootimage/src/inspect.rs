@@ -45,7 +45,7 @@ pub fn inspect(
         if opts.skip_verify {
             return Ok(());
         }
-        let total = header.data_size;
+        let total = header.image_size;
         image.verify(&|done| progress(done, total))
     })();
     if opts.json {

@@ -14,10 +14,12 @@ mod error;
 pub mod header;
 mod inspect;
 mod make;
+mod pipe;
 pub mod progress;
 pub mod report;
 mod size;
 mod verify;
+pub mod zlib;
 
 pub use atomic::{write_file, AtomicFile};
 pub use error::Error;

@@ -1,7 +1,9 @@
-//! Making images: one streaming pass over the raw input.
+//! Making images: one streaming pass over the raw input, overlapped across
+//! threads.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use sha2::{Digest, Sha256};
@@ -11,7 +13,9 @@ use crate::header::{
     check_image_size, Flags, Header, HeaderError, Name, Version, DEFAULT_DATASET,
     DEFAULT_TARGET_SIZE, HEADER_LEN, MAX_IMAGE_SIZE,
 };
-use crate::Error;
+use crate::pipe::overlap;
+use crate::verify::read_full;
+use crate::{zlib, Error};
 
 /// zlib level used when none is given.
 pub const DEFAULT_LEVEL: u32 = 9;
@@ -27,6 +31,9 @@ pub struct ImageSpec {
     pub target_size: u64,
     /// zlib level 1..=9, or `None` for a plain payload.
     pub compression: Option<u32>,
+    /// Compression threads; 0 means one per core. The output's bytes do not
+    /// depend on it.
+    pub threads: usize,
 }
 
 impl Default for ImageSpec {
@@ -36,11 +43,20 @@ impl Default for ImageSpec {
             image_name: Name::default(),
             target_size: DEFAULT_TARGET_SIZE,
             compression: None,
+            threads: 0,
         }
     }
 }
 
 impl ImageSpec {
+    /// The number of compression threads to use.
+    pub fn threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     /// Sets the names, with errors that name the field and value.
     pub fn with_names(mut self, dataset: &str, image_name: &str) -> Result<ImageSpec, Error> {
         let name = |field, value: &str| {
@@ -81,11 +97,15 @@ fn check_input_size(input: &Path, size: u64, target_size: u64) -> Result<(), Err
     }
     check_image_size(size, target_size).map_err(Error::header(input))
 }
-
 /// Makes an image at `output` from everything `input` yields; `input_name`
 /// names it in errors.
+///
+/// Plain payloads: reading runs on its own thread, overlapped with hashing
+/// and writing; 4 KiB blocks of zeros become holes in the output. Compressed
+/// payloads: blocks are deflated on `spec.threads` threads (see
+/// [`crate::zlib`]) while this thread reads and hashes.
 pub fn make_image_from(
-    mut input: impl Read,
+    mut input: impl Read + Send,
     input_name: &Path,
     output: &Path,
     spec: &ImageSpec,
@@ -98,43 +118,75 @@ pub fn make_image_from(
     }
     let mut out = AtomicFile::create(output)?;
     let file = out.file();
-    file.seek(SeekFrom::Start(HEADER_LEN as u64))
-        .map_err(Error::io(output, "seek"))?;
-
     let mut hasher = Sha256::new();
     let mut image_size = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    let buffered = io::BufWriter::with_capacity(CHUNK, &mut *file);
-    let mut sink = match spec.compression {
-        None => Sink::Plain(buffered),
-        Some(level) => Sink::Zlib(flate2::write::ZlibEncoder::new(
-            buffered,
-            flate2::Compression::new(level),
-        )),
+    let too_large = |image_size| Error::Header {
+        path: input_name.to_owned(),
+        source: HeaderError::ImageTooLarge { image_size },
     };
-    loop {
-        let n = match input.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::io(input_name, "read")(e)),
-        };
-        hasher.update(&buf[..n]);
-        sink.write_all(&buf[..n])
-            .map_err(Error::io(output, "write"))?;
-        image_size += n as u64;
-        if image_size > MAX_IMAGE_SIZE {
-            return Err(Error::Header {
-                path: input_name.to_owned(),
-                source: HeaderError::ImageTooLarge { image_size },
-            });
+
+    let data_size = match spec.compression {
+        None => {
+            overlap(
+                CHUNK,
+                4,
+                |feed| {
+                    while let Some(mut buf) = feed.take() {
+                        let n = read_full(&mut input, &mut buf)
+                            .map_err(Error::io(input_name, "read"))?;
+                        if n == 0 || !feed.send(buf, n) {
+                            break;
+                        }
+                    }
+                    Ok(())
+                },
+                |data| {
+                    hasher.update(data);
+                    write_sparse(file, data, HEADER_LEN as u64 + image_size)
+                        .map_err(Error::io(output, "write"))?;
+                    image_size += data.len() as u64;
+                    if image_size > MAX_IMAGE_SIZE {
+                        return Err(too_large(image_size));
+                    }
+                    progress(image_size);
+                    Ok(())
+                },
+            )?;
+            // Trailing zeros were skipped: give the file its full length.
+            file.set_len(HEADER_LEN as u64 + image_size)
+                .map_err(Error::io(output, "write"))?;
+            image_size
         }
-        progress(image_size);
-    }
-    sink.finish().map_err(Error::io(output, "write"))?;
+        Some(level) => {
+            file.seek(SeekFrom::Start(HEADER_LEN as u64))
+                .map_err(Error::io(output, "seek"))?;
+            let sink = io::BufWriter::with_capacity(CHUNK, &mut *file);
+            let result = zlib::compress(
+                level,
+                spec.threads(),
+                |buf| {
+                    let n = read_full(&mut input, buf).map_err(Error::io(input_name, "read"))?;
+                    hasher.update(&buf[..n]);
+                    image_size += n as u64;
+                    if image_size > MAX_IMAGE_SIZE {
+                        return Err(too_large(image_size));
+                    }
+                    progress(image_size);
+                    Ok(n)
+                },
+                sink,
+            );
+            let (sink, written) = result.map_err(|e| match e {
+                zlib::Failed::Input(e) => e,
+                zlib::Failed::Output(e) => Error::io(output, "write")(e),
+            })?;
+            sink.into_inner()
+                .map_err(|e| Error::io(output, "write")(e.into_error()))?;
+            written
+        }
+    };
     check_input_size(input_name, image_size, spec.target_size)?;
 
-    let end = file.stream_position().map_err(Error::io(output, "seek"))?;
     let header = Header {
         version: Version::V2,
         flags: if spec.compression.is_some() {
@@ -142,39 +194,41 @@ pub fn make_image_from(
         } else {
             Flags::empty()
         },
-        data_size: end - HEADER_LEN as u64,
+        data_size,
         image_size,
         target_size: spec.target_size,
         sha256: hasher.finalize().into(),
         dataset: spec.dataset.clone(),
         image_name: spec.image_name.clone(),
     };
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.write_all(&header.emit()))
+    file.write_all_at(&header.emit(), 0)
         .map_err(Error::io(output, "write header"))?;
     out.commit()?;
     Ok(header)
 }
 
-enum Sink<W: Write> {
-    Plain(W),
-    Zlib(flate2::write::ZlibEncoder<W>),
-}
-
-impl<W: Write> Sink<W> {
-    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
-        match self {
-            Sink::Plain(w) => w.write_all(buf),
-            Sink::Zlib(w) => w.write_all(buf),
+/// Writes `data` at `offset`, leaving 4 KiB blocks of zeros as holes.
+/// `offset` must be a multiple of 4096 for the holes to be whole blocks.
+fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+    const BLOCK: usize = 4096;
+    static ZEROS: [u8; BLOCK] = [0; BLOCK];
+    let mut run_start = None;
+    for (i, block) in data.chunks(BLOCK).enumerate() {
+        let at = i * BLOCK;
+        let zero = block == &ZEROS[..block.len()];
+        match (zero, run_start) {
+            (false, None) => run_start = Some(at),
+            (true, Some(start)) => {
+                file.write_all_at(&data[start..at], offset + start as u64)?;
+                run_start = None;
+            }
+            _ => {}
         }
     }
-
-    fn finish(self) -> io::Result<()> {
-        match self {
-            Sink::Plain(mut w) => w.flush(),
-            Sink::Zlib(w) => w.finish()?.flush(),
-        }
+    if let Some(start) = run_start {
+        file.write_all_at(&data[start..], offset + start as u64)?;
     }
+    Ok(())
 }
 
 /// Writes the checksum file `mkimage -O` writes: the 32 raw digest bytes.

@@ -1,4 +1,5 @@
-//! Reading and verifying images: one streaming pass over the payload.
+//! Reading and verifying images: one streaming pass over the payload,
+//! reading and inflating overlapped with hashing.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -9,6 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::header::{hex, Header, HEADER_LEN};
 use crate::make::CHUNK;
+use crate::pipe::{overlap, Feed};
 use crate::Error;
 
 /// An image file whose header has been decoded.
@@ -54,112 +56,34 @@ pub fn read_header(reader: &mut impl Read, path: &Path) -> Result<Header, Error>
 }
 
 /// Checks `header` and the payload that follows it in `payload` (read to
-/// its end). `path` names the image in errors.
+/// its end). `path` names the image in errors; `progress` is called with the
+/// image bytes checked so far.
+///
+/// Reading (and inflating) runs on its own thread, overlapped with hashing
+/// on this one.
 pub fn verify_payload(
     header: &Header,
-    payload: impl Read,
+    payload: impl Read + Send,
     path: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<(), Error> {
     header.check().map_err(Error::header(path))?;
     let data_size = header.data_size;
-    let mut payload = payload.take(data_size);
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    let read_err = Error::io;
-
-    let (read, inflated) = if header.flags.compressed() {
-        let mut out = vec![0u8; CHUNK];
-        let mut z = Decompress::new(true);
-        let mut read = 0u64;
-        let (mut pos, mut len) = (0, 0);
-        let mut ended = false;
-        loop {
-            let eof = pos == len && {
-                len = read_full(&mut payload, &mut buf).map_err(read_err(path, "read"))?;
-                pos = 0;
-                read += len as u64;
-                progress(read);
-                len == 0
-            };
-            let (in0, out0) = (z.total_in(), z.total_out());
-            let flush = if eof {
-                FlushDecompress::Finish
-            } else {
-                FlushDecompress::None
-            };
-            let status =
-                z.decompress(&buf[pos..len], &mut out, flush)
-                    .map_err(|e| Error::Corrupt {
-                        path: path.to_owned(),
-                        offset: z.total_in(),
-                        message: e.to_string(),
-                    })?;
-            pos += (z.total_in() - in0) as usize;
-            let produced = (z.total_out() - out0) as usize;
-            if z.total_out() > header.image_size {
-                return Err(Error::InflatesTooLarge {
-                    path: path.to_owned(),
-                    expected: header.image_size,
-                });
-            }
-            hasher.update(&out[..produced]);
-            if status == Status::StreamEnd {
-                ended = true;
-                break;
-            }
-            if eof && produced == 0 {
-                break;
-            }
+    let mut hashed = 0u64;
+    let produce = |feed: &Feed| {
+        if header.flags.compressed() {
+            inflate(header, payload, path, feed)
+        } else {
+            copy(data_size, payload, path, feed)
         }
-        // Whatever of the payload the stream did not use.
-        let rest = io::copy(&mut payload, &mut io::sink()).map_err(read_err(path, "read"))?;
-        let available = read + rest;
-        if available < data_size {
-            return Err(Error::Truncated {
-                path: path.to_owned(),
-                expected: data_size,
-                actual: available,
-            });
-        }
-        if !ended {
-            return Err(Error::Unterminated {
-                path: path.to_owned(),
-                data_size,
-            });
-        }
-        if z.total_in() < data_size {
-            return Err(Error::TrailingGarbage {
-                path: path.to_owned(),
-                end: z.total_in(),
-                data_size,
-            });
-        }
-        (available, z.total_out())
-    } else {
-        let mut read = 0u64;
-        loop {
-            let n = read_full(&mut payload, &mut buf).map_err(read_err(path, "read"))?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            read += n as u64;
-            progress(read);
-        }
-        if read < data_size {
-            return Err(Error::Truncated {
-                path: path.to_owned(),
-                expected: data_size,
-                actual: read,
-            });
-        }
-        (read, read)
     };
-    debug_assert_eq!(read, data_size);
-
-    let extra =
-        io::copy(&mut payload.into_inner(), &mut io::sink()).map_err(read_err(path, "read"))?;
+    let extra = overlap(CHUNK, 4, produce, |data| {
+        hasher.update(data);
+        hashed += data.len() as u64;
+        progress(hashed);
+        Ok(())
+    })?;
     if extra > 0 {
         return Err(Error::TrailingData {
             path: path.to_owned(),
@@ -167,11 +91,11 @@ pub fn verify_payload(
             extra,
         });
     }
-    if inflated != header.image_size {
+    if hashed != header.image_size {
         return Err(Error::SizeMismatch {
             path: path.to_owned(),
             expected: header.image_size,
-            actual: inflated,
+            actual: hashed,
         });
     }
     let actual: [u8; 32] = hasher.finalize().into();
@@ -183,6 +107,115 @@ pub fn verify_payload(
         });
     }
     Ok(())
+}
+
+/// Feeds the `data_size` payload bytes of a plain image; returns how many
+/// bytes follow them.
+fn copy(data_size: u64, payload: impl Read, path: &Path, feed: &Feed) -> Result<u64, Error> {
+    let mut payload = payload.take(data_size);
+    let mut read = 0u64;
+    while let Some(mut buf) = feed.take() {
+        let n = read_full(&mut payload, &mut buf).map_err(Error::io(path, "read"))?;
+        if n == 0 || !feed.send(buf, n) {
+            break;
+        }
+        read += n as u64;
+    }
+    if read < data_size {
+        return Err(Error::Truncated {
+            path: path.to_owned(),
+            expected: data_size,
+            actual: read,
+        });
+    }
+    count_rest(payload.into_inner(), path)
+}
+
+/// Inflates the zlib stream in the `data_size` payload bytes and feeds what
+/// it yields; checks that the stream ends exactly at the end of the payload.
+/// Returns how many bytes follow the payload.
+fn inflate(header: &Header, payload: impl Read, path: &Path, feed: &Feed) -> Result<u64, Error> {
+    let data_size = header.data_size;
+    let mut payload = payload.take(data_size);
+    let mut input = vec![0u8; CHUNK];
+    let mut z = Decompress::new(true);
+    let mut read = 0u64;
+    let (mut pos, mut len) = (0, 0);
+    let mut ended = false;
+    'out: while let Some(mut out) = feed.take() {
+        let mut filled = 0;
+        while filled < out.len() {
+            let eof = pos == len && {
+                len = read_full(&mut payload, &mut input).map_err(Error::io(path, "read"))?;
+                pos = 0;
+                read += len as u64;
+                len == 0
+            };
+            let (in0, out0) = (z.total_in(), z.total_out());
+            let flush = if eof {
+                FlushDecompress::Finish
+            } else {
+                FlushDecompress::None
+            };
+            let status = z
+                .decompress(&input[pos..len], &mut out[filled..], flush)
+                .map_err(|e| Error::Corrupt {
+                    path: path.to_owned(),
+                    offset: z.total_in(),
+                    message: e.to_string(),
+                })?;
+            pos += (z.total_in() - in0) as usize;
+            let produced = (z.total_out() - out0) as usize;
+            filled += produced;
+            if z.total_out() > header.image_size {
+                return Err(Error::InflatesTooLarge {
+                    path: path.to_owned(),
+                    expected: header.image_size,
+                });
+            }
+            if status == Status::StreamEnd {
+                ended = true;
+            }
+            if ended || (eof && produced == 0) {
+                if filled > 0 && !feed.send(out, filled) {
+                    return Ok(0);
+                }
+                break 'out;
+            }
+        }
+        if !feed.send(out, filled) {
+            return Ok(0);
+        }
+    }
+    // Whatever of the payload the stream did not use.
+    let rest = io::copy(&mut payload, &mut io::sink()).map_err(Error::io(path, "read"))?;
+    let available = read + rest;
+    if available < data_size {
+        return Err(Error::Truncated {
+            path: path.to_owned(),
+            expected: data_size,
+            actual: available,
+        });
+    }
+    if !ended {
+        return Err(Error::Unterminated {
+            path: path.to_owned(),
+            data_size,
+        });
+    }
+    if z.total_in() < data_size {
+        return Err(Error::TrailingGarbage {
+            path: path.to_owned(),
+            end: z.total_in(),
+            data_size,
+        });
+    }
+    count_rest(payload.into_inner(), path)
+}
+
+/// Counts the bytes left in `reader`.
+fn count_rest(mut reader: impl Read, path: &Path) -> Result<u64, Error> {
+    io::copy(&mut reader, &mut io::sink()).map_err(Error::io(path, "read"))
 }
 
 /// Fills `buf` as far as `reader` allows; returns the bytes read (less than

@@ -46,6 +46,11 @@ struct Args {
           default_value_t = bootimage::DEFAULT_LEVEL,
           value_parser = clap::value_parser!(u32).range(1..=9))]
     level: u32,
+    /// Compression threads with -z [default: one per core]. The output is
+    /// byte-identical for every thread count.
+    #[arg(long = "threads", value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    threads: Option<u32>,
 }
 
 /// `-s` takes mebibytes.
@@ -66,6 +71,7 @@ fn run(args: Args) -> Result<(), Error> {
     let spec = ImageSpec {
         target_size,
         compression: args.compress.then_some(args.level),
+        threads: args.threads.unwrap_or(0) as usize,
         ..ImageSpec::default()
     }
     .with_names(&args.dataset, &args.name)?;
