@@ -67,9 +67,12 @@ struct Done {
     len: usize,
 }
 
-/// Deflates one block: raw deflate primed with `dict`, sync-flushed.
-fn deflate_block(c: &mut Compress, dict: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
-    c.reset();
+/// Deflates one block: raw deflate primed with `dict`, sync-flushed. A new
+/// compressor each time: a reset one can carry state from the block before
+/// (zlib-rs at level 1 does), and the bytes must depend only on the block
+/// and its dictionary, never on which worker ran it.
+fn deflate_block(level: u32, dict: &[u8], data: &[u8]) -> io::Result<Vec<u8>> {
+    let c = &mut Compress::new(Compression::new(level), false);
     if !dict.is_empty() {
         c.set_dictionary(dict).map_err(io::Error::other)?;
     }
@@ -123,33 +126,30 @@ pub fn compress<W: Write + Send, E: Send>(
         let writer = s.spawn(move || write_in_order(level, done_rx, out));
         for _ in 0..threads {
             let (job_rx, done_tx, pool_tx) = (&job_rx, done_tx.clone(), pool_tx.clone());
-            s.spawn(move || {
-                let mut c = Compress::new(Compression::new(level), false);
-                loop {
-                    let job = match job_rx.lock() {
-                        Ok(rx) => match rx.recv() {
-                            Ok(job) => job,
-                            Err(_) => return,
-                        },
+            s.spawn(move || loop {
+                let job = match job_rx.lock() {
+                    Ok(rx) => match rx.recv() {
+                        Ok(job) => job,
                         Err(_) => return,
-                    };
-                    let data = &job.data[..job.len];
-                    let result = deflate_block(&mut c, &job.dict, data).map(|out| {
-                        let mut a = simd_adler32::Adler32::new();
-                        a.write(data);
-                        Done {
-                            index: job.index,
-                            out,
-                            adler: a.finish(),
-                            len: job.len,
-                        }
-                    });
-                    let failed = result.is_err();
-                    if done_tx.send(result).is_err() || failed {
-                        return;
+                    },
+                    Err(_) => return,
+                };
+                let data = &job.data[..job.len];
+                let result = deflate_block(level, &job.dict, data).map(|out| {
+                    let mut a = simd_adler32::Adler32::new();
+                    a.write(data);
+                    Done {
+                        index: job.index,
+                        out,
+                        adler: a.finish(),
+                        len: job.len,
                     }
-                    let _ = pool_tx.send(job.data);
+                });
+                let failed = result.is_err();
+                if done_tx.send(result).is_err() || failed {
+                    return;
                 }
+                let _ = pool_tx.send(job.data);
             });
         }
         drop((done_tx, pool_tx));

@@ -348,3 +348,36 @@ fn mkimage_rejects_bad_flag_values() {
     }
     assert_eq!(listing(dir.path()), ["in.raw"]);
 }
+
+#[test]
+fn mkimage_threads_flag_does_not_change_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    for t in ["1", "3"] {
+        let o = run(
+            "mkimage",
+            &[
+                "-i",
+                &raw(),
+                "-o",
+                &format!("t{t}.img"),
+                "-z",
+                "--level",
+                "6",
+                "--threads",
+                t,
+            ],
+            dir.path(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(
+        fs::read(dir.path().join("t1.img")).unwrap(),
+        fs::read(dir.path().join("t3.img")).unwrap()
+    );
+    let o = run(
+        "mkimage",
+        &["-i", &raw(), "-o", "x.img", "-z", "--threads", "0"],
+        dir.path(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+}
