@@ -4,9 +4,13 @@
 //!   (default: every `config/images/*.toml`) into `target/bootimage/`.
 //! - `cargo xtask inspect IMAGE`: print and verify an image, like `lookimage`.
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, and every test.
+//! - `cargo xtask bench image [RAW]`: timings of the release tools.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod bench;
+mod rusage;
 
 use clap::{Parser, Subcommand};
 use xshell::{cmd, Shell};
@@ -40,6 +44,25 @@ enum Command {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
     Ci,
+    /// Benchmarks of release builds on realistic data (programs, not tests)
+    Bench {
+        #[command(subcommand)]
+        what: Bench,
+    },
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Time mkimage (plain, -z at 1, 2 and all threads) and lookimage
+    /// (verify plain and compressed) and print a table of medians
+    Image {
+        /// Raw image [default: TARGET/bench/bench.img, made by
+        /// ../shared/bench/make-bench-image.sh if missing]
+        raw: Option<PathBuf>,
+        /// Runs per job [default: 5, 3 for -z]
+        #[arg(long)]
+        runs: Option<usize>,
+    },
 }
 
 /// The workspace root and target directory, from `cargo metadata`.
@@ -133,6 +156,9 @@ fn main() -> ExitCode {
             r.map_err(Into::into)
         }
         Command::Ci => ci(),
+        Command::Bench {
+            what: Bench::Image { raw, runs },
+        } => bench::image(raw, runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,50 @@
+//! FFI: running a child and reading its own peak memory (`wait4`), which
+//! `std::process` does not report.
+
+use std::io;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+/// What one run of a child cost.
+pub struct Usage {
+    pub status: ExitStatus,
+    pub wall: Duration,
+    /// Peak resident set size, in bytes.
+    pub max_rss: u64,
+    /// User plus system CPU time.
+    pub cpu: Duration,
+}
+
+/// Runs `cmd` to completion and returns its exit status, wall time, peak
+/// memory and CPU time.
+pub fn run(cmd: &mut Command) -> io::Result<Usage> {
+    use std::os::unix::process::ExitStatusExt;
+    let start = Instant::now();
+    let child = cmd.spawn()?;
+    let pid = child.id() as libc::pid_t;
+    let mut status: libc::c_int = 0;
+    // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: `pid` is our own unreaped child; `status` and `ru` are
+        // valid, writable and live for the call.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let wall = start.elapsed();
+    // The child is reaped; `Child` does not wait on drop.
+    drop(child);
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Usage {
+        status: ExitStatus::from_raw(status),
+        wall,
+        max_rss: ru.ru_maxrss as u64 * 1024,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+    })
+}
