@@ -381,3 +381,38 @@ fn mkimage_threads_flag_does_not_change_the_bytes() {
     );
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux `script`), mkimage
+/// and lookimage draw progress: bytes, rate and ETA.
+#[test]
+fn progress_is_drawn_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("in.raw");
+    fs::write(&raw, vectors_data(16 << 20)).unwrap();
+    let img = dir.path().join("out.img");
+    for command in [
+        format!(
+            "{} -i {} -o {} -z",
+            env!("CARGO_BIN_EXE_mkimage"),
+            raw.display(),
+            img.display()
+        ),
+        format!("{} {}", env!("CARGO_BIN_EXE_lookimage"), img.display()),
+    ] {
+        let o = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .output()
+            .expect("util-linux script runs");
+        assert!(o.status.success(), "{}", stderr(&o));
+        let screen = stdout(&o);
+        assert!(screen.contains("/16.00 MiB"), "{screen:?}");
+        assert!(screen.contains("ETA"), "{screen:?}");
+        assert!(screen.contains("/s"), "{screen:?}");
+    }
+}
+
+/// Copies of the golden raw input, to make larger inputs of real data.
+fn vectors_data(len: usize) -> Vec<u8> {
+    let small = fs::read(vectors().join("small.raw")).unwrap();
+    small.iter().copied().cycle().take(len).collect()
+}
