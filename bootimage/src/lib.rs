@@ -27,4 +27,4 @@ pub use header::{Flags, Header, HeaderError, Name, NameError, Version};
 pub use inspect::{inspect, InspectOptions};
 pub use make::{make_image, make_image_from, write_checksum_file, ImageSpec, DEFAULT_LEVEL};
 pub use size::{parse_size, SizeError};
-pub use verify::{read_header, verify_payload, Image};
+pub use verify::{read_header, unpack_payload, verify_payload, Image};

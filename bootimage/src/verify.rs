@@ -2,7 +2,7 @@
 //! reading and inflating overlapped with hashing.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
 use flate2::{Decompress, FlushDecompress, Status};
@@ -67,6 +67,29 @@ pub fn verify_payload(
     path: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<(), Error> {
+    check_payload(header, payload, path, progress, None)
+}
+
+/// Like [`verify_payload`], and writes the uncompressed image to `out` as
+/// it goes (`out_name` names it in errors). What `out` holds is only good
+/// once this returns `Ok`.
+pub fn unpack_payload(
+    header: &Header,
+    payload: impl Read + Send,
+    path: &Path,
+    out: &mut dyn Write,
+    out_name: &Path,
+) -> Result<(), Error> {
+    check_payload(header, payload, path, &|_| {}, Some((out, out_name)))
+}
+
+fn check_payload(
+    header: &Header,
+    payload: impl Read + Send,
+    path: &Path,
+    progress: &dyn Fn(u64),
+    mut out: Option<(&mut dyn Write, &Path)>,
+) -> Result<(), Error> {
     header.check().map_err(Error::header(path))?;
     let data_size = header.data_size;
     let mut hasher = Sha256::new();
@@ -79,6 +102,9 @@ pub fn verify_payload(
         }
     };
     let extra = overlap(CHUNK, 4, produce, |data| {
+        if let Some((w, name)) = &mut out {
+            w.write_all(data).map_err(Error::io(name, "write"))?;
+        }
         hasher.update(data);
         hashed += data.len() as u64;
         progress(hashed);

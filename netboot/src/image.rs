@@ -1,0 +1,335 @@
+//! Images the server offers: verified before they are ever offered, served
+//! from a file handle (or memory) that stays the same for a session even
+//! if the file on disk is replaced.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bootimage::Header;
+
+use crate::wire::Offer;
+
+/// Smallest image the deployed client accepts.
+pub const MIN_CLIENT_SIZE: u64 = 1 << 20;
+
+/// Why an image cannot be offered.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(transparent)]
+    Image(#[from] bootimage::Error),
+    #[error("{}: {op}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        op: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: image size {size} is under 1 MiB: the sled's client refuses it", path.display())]
+    TooSmall { path: PathBuf, size: u64 },
+}
+
+enum Bytes {
+    /// A plain image file: the image starts at byte 4096.
+    Plain(File),
+    /// A compressed image inflated into an unlinked temporary file.
+    Inflated(File),
+    Memory(Arc<[u8]>),
+}
+
+/// Which file a loaded image came from, to notice when it is replaced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> io::Result<FileId> {
+        let m = std::fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+        })
+    }
+}
+
+/// A verified image, ready to serve.
+pub struct ServedImage {
+    pub name: String,
+    pub path: PathBuf,
+    pub header: Header,
+    pub offer: Offer,
+    /// The source file's identity when it was loaded (none for memory).
+    pub file_id: Option<FileId>,
+    bytes: Bytes,
+}
+
+impl std::fmt::Debug for ServedImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedImage")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("image_size", &self.header.image_size)
+            .finish()
+    }
+}
+
+impl ServedImage {
+    /// Loads and fully verifies the image at `path`: plain images are
+    /// hashed in place, compressed ones inflated once into an unlinked
+    /// temporary file and hashed on the way. Only a verified image is
+    /// returned.
+    pub fn load(name: &str, path: &Path) -> Result<ServedImage, ImageError> {
+        let io_err = |op| {
+            move |source| ImageError::Io {
+                path: path.to_owned(),
+                op,
+                source,
+            }
+        };
+        let file_id = FileId::of(path).map_err(io_err("stat"))?;
+        let mut file = File::open(path).map_err(io_err("open"))?;
+        let header = bootimage::read_header(&mut file, path)?;
+        if header.image_size < MIN_CLIENT_SIZE {
+            header.check().map_err(|source| bootimage::Error::Header {
+                path: path.to_owned(),
+                source,
+            })?;
+            return Err(ImageError::TooSmall {
+                path: path.to_owned(),
+                size: header.image_size,
+            });
+        }
+        let bytes = if header.flags.compressed() {
+            let tmp = tempfile::tempfile().map_err(io_err("create cache file"))?;
+            let cache = Path::new("<inflate cache>");
+            let mut w = BufWriter::with_capacity(1 << 20, &tmp);
+            bootimage::unpack_payload(&header, &file, path, &mut w, cache)?;
+            w.flush().map_err(io_err("write cache file"))?;
+            drop(w);
+            Bytes::Inflated(tmp)
+        } else {
+            bootimage::verify_payload(&header, &file, path, &|_| {})?;
+            Bytes::Plain(file)
+        };
+        Ok(ServedImage {
+            name: name.to_owned(),
+            path: path.to_owned(),
+            offer: offer_for(&header),
+            header,
+            file_id: Some(file_id),
+            bytes,
+        })
+    }
+
+    /// An image held in memory (for simulations and tests), made as
+    /// `mkimage` would with the default dataset and a 4 GiB target.
+    pub fn from_memory(name: &str, image: Vec<u8>) -> ServedImage {
+        use sha2::Digest;
+        let size = image.len() as u64;
+        let header = Header::plain(size, size.max(4 << 30), sha2::Sha256::digest(&image).into());
+        ServedImage {
+            name: name.to_owned(),
+            path: PathBuf::from(format!("<memory:{name}>")),
+            offer: offer_for(&header),
+            header,
+            file_id: None,
+            bytes: Bytes::Memory(image.into()),
+        }
+    }
+
+    /// Uncompressed image bytes.
+    pub fn size(&self) -> u64 {
+        self.header.image_size
+    }
+
+    /// Fills `buf` from image offset `offset`; `offset + buf.len()` must be
+    /// within the image.
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        match &self.bytes {
+            Bytes::Plain(f) => f.read_exact_at(buf, offset + bootimage::header::HEADER_LEN as u64),
+            Bytes::Inflated(f) => f.read_exact_at(buf, offset),
+            Bytes::Memory(m) => {
+                let start = usize::try_from(offset).map_err(io::Error::other)?;
+                let src = m
+                    .get(start..start + buf.len())
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::UnexpectedEof))?;
+                buf.copy_from_slice(src);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The OFFER for a header: target size, uncompressed size, checksum and
+/// the NUL-padded dataset.
+pub fn offer_for(h: &Header) -> Offer {
+    let mut dataset = [0u8; 128];
+    let name = h.dataset.as_str().as_bytes();
+    dataset[..name.len()].copy_from_slice(name);
+    Offer {
+        ramdisk_size: h.target_size,
+        data_size: h.image_size,
+        sha256: h.sha256,
+        dataset,
+    }
+}
+
+/// What the catalog says about a sled.
+#[derive(Debug, Clone)]
+pub enum Choice {
+    Serve(Arc<ServedImage>),
+    /// The configuration refuses this MAC.
+    Refused,
+    /// The sled's image could not be loaded (missing or corrupt).
+    Unavailable {
+        image: String,
+    },
+}
+
+/// One configured image and its current state.
+struct Slot {
+    name: String,
+    path: Option<PathBuf>,
+    current: Option<Arc<ServedImage>>,
+    /// Identity of the file last tried, loaded or not, so that a broken
+    /// file is not re-read until it changes.
+    tried: Option<FileId>,
+}
+
+/// The images on offer and which sled gets which.
+pub struct Catalog {
+    slots: Vec<Slot>,
+    sleds: Vec<(crate::wire::Mac, usize)>,
+    default: Option<usize>,
+}
+
+/// A change the catalog noticed on disk.
+#[derive(Debug)]
+pub enum Reload {
+    Loaded { image: String, path: PathBuf },
+    Failed { image: String, error: String },
+}
+
+impl Catalog {
+    /// An empty catalog: refuses every sled.
+    pub fn new() -> Catalog {
+        Catalog {
+            slots: Vec::new(),
+            sleds: Vec::new(),
+            default: None,
+        }
+    }
+
+    /// Adds an image loaded from `path` (verified now); returns its index.
+    pub fn add_file(&mut self, name: &str, path: &Path) -> Result<usize, ImageError> {
+        let img = ServedImage::load(name, path)?;
+        let tried = img.file_id;
+        self.slots.push(Slot {
+            name: name.to_owned(),
+            path: Some(path.to_owned()),
+            current: Some(Arc::new(img)),
+            tried,
+        });
+        Ok(self.slots.len() - 1)
+    }
+
+    /// Adds an image held in memory; returns its index.
+    pub fn add(&mut self, img: ServedImage) -> usize {
+        self.slots.push(Slot {
+            name: img.name.clone(),
+            path: None,
+            current: Some(Arc::new(img)),
+            tried: None,
+        });
+        self.slots.len() - 1
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.name == name)
+    }
+
+    /// Serves image `index` to `mac`.
+    pub fn assign(&mut self, mac: crate::wire::Mac, index: usize) {
+        self.sleds.retain(|(m, _)| *m != mac);
+        self.sleds.push((mac, index));
+    }
+
+    /// Serves image `index` to every MAC not assigned; `None` refuses them.
+    pub fn set_default(&mut self, index: Option<usize>) {
+        self.default = index;
+    }
+
+    /// Makes image `index` unavailable (as if its file were gone).
+    pub fn withdraw(&mut self, index: usize) {
+        if let Some(s) = self.slots.get_mut(index) {
+            s.current = None;
+        }
+    }
+
+    pub fn choose(&self, mac: crate::wire::Mac) -> Choice {
+        let index = self
+            .sleds
+            .iter()
+            .find(|(m, _)| *m == mac)
+            .map(|&(_, i)| i)
+            .or(self.default);
+        match index.and_then(|i| self.slots.get(i)) {
+            None => Choice::Refused,
+            Some(slot) => match &slot.current {
+                Some(img) => Choice::Serve(img.clone()),
+                None => Choice::Unavailable {
+                    image: slot.name.clone(),
+                },
+            },
+        }
+    }
+
+    /// Reloads every image whose file changed on disk. A file that fails
+    /// verification is withdrawn (never offered) until it changes again;
+    /// sessions already running keep the image they were offered.
+    pub fn refresh(&mut self) -> Vec<Reload> {
+        let mut out = Vec::new();
+        for slot in &mut self.slots {
+            let Some(path) = &slot.path else { continue };
+            let id = FileId::of(path).ok();
+            if id == slot.tried {
+                continue;
+            }
+            slot.tried = id;
+            match ServedImage::load(&slot.name, path) {
+                Ok(img) => {
+                    slot.tried = img.file_id;
+                    slot.current = Some(Arc::new(img));
+                    out.push(Reload::Loaded {
+                        image: slot.name.clone(),
+                        path: path.clone(),
+                    });
+                }
+                Err(e) => {
+                    slot.current = None;
+                    out.push(Reload::Failed {
+                        image: slot.name.clone(),
+                        error: e.to_string(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Default for Catalog {
+    fn default() -> Catalog {
+        Catalog::new()
+    }
+}

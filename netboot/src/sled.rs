@@ -1,0 +1,333 @@
+//! An emulator of the sled's network boot client, without I/O, behaving as
+//! the deployed client does (see `shared/spec/netboot-protocol.md`):
+//!
+//! - HELLO (broadcast) every 4 s until it accepts an OFFER;
+//! - accepts an OFFER only if len is 176, the dataset's byte 127 is NUL,
+//!   ramdisk and data size are at least 1 MiB, data size <= ramdisk size,
+//!   and the SHA-256 is the one it expects; the OFFER's source is its server;
+//! - keeps 128 slots; only when all are empty does it start a batch of the
+//!   next 128 offsets (1024 apart, even past the end), sent as a dense READ;
+//! - re-requests slots that waited over 1 s with the sparse encoding (each
+//!   offset at its slot index, count = how many);
+//! - takes DATA with 8 <= len <= 1476 for an offset it waits for; an empty
+//!   DATA means end of image: no more batches;
+//! - sends FINISHED once when the image is complete, and treats RESET as
+//!   failure.
+//!
+//! It hashes what it receives batch by batch (batches complete in order),
+//! so it checks the SHA-256 in bounded memory, and can also keep the bytes.
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::image::MIN_CLIENT_SIZE;
+use crate::wire::{self, EthFrame, Mac, Repr, DATA_CHUNK, ETHERTYPE, READ_SLOTS};
+use crate::Outbox;
+
+/// The deployed client's HELLO text.
+pub const HELLO_TEXT: &[u8] = b"Hello!  I'd like to buy a ramdisk please.";
+/// HELLO interval while discovering.
+pub const HELLO_INTERVAL: Duration = Duration::from_secs(4);
+/// A slot waiting longer than this is requested again.
+pub const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// The client's loop wakes at least this often.
+pub const TICK: Duration = Duration::from_millis(50);
+
+const BATCH_BYTES: usize = READ_SLOTS * DATA_CHUNK;
+
+/// How a boot ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The image arrived and its SHA-256 matched.
+    Booted {
+        server: Mac,
+        bytes: u64,
+        elapsed: Duration,
+    },
+    /// The image arrived but did not hash to what was offered.
+    ChecksumMismatch { actual: [u8; 32] },
+    /// The server sent RESET (the real client panics and reboots).
+    Reset { server: Mac },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    offset: u64,
+    sent_at: Duration,
+}
+
+struct Transfer {
+    server: Mac,
+    offer: wire::Offer,
+    started: Duration,
+    slots: [Option<Slot>; READ_SLOTS],
+    /// Offset of the current batch's first slot.
+    batch_start: u64,
+    next_offset: u64,
+    batch: Vec<u8>,
+    eof: bool,
+    hasher: Sha256,
+    hashed: u64,
+}
+
+/// One emulated sled.
+pub struct Sled {
+    mac: Mac,
+    expected: [u8; 32],
+    last_hello: Option<Duration>,
+    transfer: Option<Transfer>,
+    outcome: Option<Outcome>,
+    finished_sent: bool,
+    keep: Option<Vec<u8>>,
+    /// DATA frames taken, dropped (not waited for) and READs sent.
+    pub stats: SledStats,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SledStats {
+    pub data_taken: u64,
+    pub data_dropped: u64,
+    pub reads: u64,
+    pub rereads: u64,
+    pub hellos: u64,
+    pub offers_ignored: u64,
+}
+
+impl Sled {
+    /// A sled that boots only an image whose SHA-256 is `expected` (the
+    /// checksum built into its boot archive).
+    pub fn new(mac: Mac, expected: [u8; 32]) -> Sled {
+        Sled {
+            mac,
+            expected,
+            last_hello: None,
+            transfer: None,
+            outcome: None,
+            finished_sent: false,
+            keep: None,
+            stats: SledStats::default(),
+        }
+    }
+
+    /// Also keep the received image in memory ([`Sled::image`]).
+    pub fn keep_image(mut self) -> Sled {
+        self.keep = Some(Vec::new());
+        self
+    }
+
+    pub fn mac(&self) -> Mac {
+        self.mac
+    }
+
+    pub fn outcome(&self) -> Option<&Outcome> {
+        self.outcome.as_ref()
+    }
+
+    /// The image received, when kept.
+    pub fn image(&self) -> Option<&[u8]> {
+        self.keep.as_deref()
+    }
+
+    /// Bytes received in order so far, and the image size (0 before an
+    /// OFFER is accepted).
+    pub fn progress(&self) -> (u64, u64) {
+        match &self.transfer {
+            Some(t) => (t.hashed, t.offer.data_size),
+            None => (0, 0),
+        }
+    }
+
+    /// When the client's loop next needs to run, at the latest.
+    pub fn next_wakeup(&self, now: Duration) -> Duration {
+        if self.outcome.is_some() {
+            return now + Duration::from_secs(3600);
+        }
+        let mut at = now + TICK;
+        match &self.transfer {
+            None => {
+                if let Some(h) = self.last_hello {
+                    at = at.min(h + HELLO_INTERVAL);
+                }
+            }
+            Some(t) => {
+                for s in t.slots.iter().flatten() {
+                    at = at.min(s.sent_at + RETRY_AFTER + Duration::from_nanos(1));
+                }
+            }
+        }
+        at.max(now)
+    }
+
+    /// Timers: HELLO, new batches, re-requests, FINISHED.
+    pub fn poll(&mut self, now: Duration, out: &mut Outbox) {
+        if self.outcome.is_some() && self.finished_sent {
+            return;
+        }
+        let Some(t) = &mut self.transfer else {
+            if self.outcome.is_none() && self.last_hello.is_none_or(|h| now >= h + HELLO_INTERVAL) {
+                out.push(Mac::BROADCAST, self.mac, &Repr::Hello { text: HELLO_TEXT });
+                self.last_hello = Some(now);
+                self.stats.hellos += 1;
+            }
+            return;
+        };
+        let all_empty = t.slots.iter().all(Option::is_none);
+        if all_empty {
+            t.complete_batch(&mut self.keep);
+            if t.eof {
+                // The image is complete: FINISHED, once.
+                if !self.finished_sent {
+                    out.push(t.server, self.mac, &Repr::Finished);
+                    self.finished_sent = true;
+                    let actual: [u8; 32] = t.hasher.clone().finalize().into();
+                    self.outcome = Some(if actual == t.offer.sha256 {
+                        Outcome::Booted {
+                            server: t.server,
+                            bytes: t.hashed,
+                            elapsed: now.saturating_sub(t.started),
+                        }
+                    } else {
+                        Outcome::ChecksumMismatch { actual }
+                    });
+                }
+                return;
+            }
+            // A new batch: the next 128 offsets, dense.
+            let mut read = wire::Read {
+                count: READ_SLOTS as u64,
+                offsets: [0; READ_SLOTS],
+            };
+            t.batch_start = t.next_offset;
+            for (i, slot) in t.slots.iter_mut().enumerate() {
+                let offset = t.next_offset;
+                t.next_offset = t.next_offset.saturating_add(DATA_CHUNK as u64);
+                *slot = Some(Slot {
+                    offset,
+                    sent_at: now,
+                });
+                read.offsets[i] = offset;
+            }
+            t.batch.clear();
+            t.batch.resize(BATCH_BYTES, 0);
+            out.push(t.server, self.mac, &Repr::Read(read));
+            self.stats.reads += 1;
+            return;
+        }
+        // Re-request every slot that has waited too long, sparsely.
+        let mut read = wire::Read {
+            count: 0,
+            offsets: [0; READ_SLOTS],
+        };
+        for (i, slot) in t.slots.iter_mut().enumerate() {
+            if let Some(s) = slot {
+                if now.saturating_sub(s.sent_at) > RETRY_AFTER {
+                    read.offsets[i] = s.offset;
+                    read.count += 1;
+                    s.sent_at = now;
+                }
+            }
+        }
+        if read.count > 0 {
+            out.push(t.server, self.mac, &Repr::Read(read));
+            self.stats.rereads += 1;
+        }
+    }
+
+    /// Handles one received Ethernet frame.
+    pub fn handle(&mut self, now: Duration, frame: &[u8], out: &mut Outbox) {
+        let Ok(eth) = EthFrame::parse(frame) else {
+            return;
+        };
+        if eth.ethertype != ETHERTYPE || eth.dst != self.mac || self.outcome.is_some() {
+            return;
+        }
+        let Ok(repr) = Repr::parse(eth.payload) else {
+            return;
+        };
+        match repr {
+            Repr::Offer(offer) => {
+                if self.transfer.is_some() {
+                    return;
+                }
+                let ok = offer.dataset[127] == 0
+                    && offer.ramdisk_size >= MIN_CLIENT_SIZE
+                    && offer.data_size >= MIN_CLIENT_SIZE
+                    && offer.data_size <= offer.ramdisk_size
+                    && offer.sha256 == self.expected;
+                if !ok {
+                    self.stats.offers_ignored += 1;
+                    return;
+                }
+                self.transfer = Some(Transfer {
+                    server: eth.src,
+                    offer,
+                    started: now,
+                    slots: [None; READ_SLOTS],
+                    batch_start: 0,
+                    next_offset: 0,
+                    batch: Vec::with_capacity(BATCH_BYTES),
+                    eof: false,
+                    hasher: Sha256::new(),
+                    hashed: 0,
+                });
+                // The client starts its first batch at once.
+                self.poll(now, out);
+            }
+            Repr::Data { offset, bytes } => {
+                let Some(t) = &mut self.transfer else { return };
+                if eth.src != t.server {
+                    return;
+                }
+                let Some(slot) = t
+                    .slots
+                    .iter_mut()
+                    .find(|s| s.is_some_and(|s| s.offset == offset))
+                else {
+                    self.stats.data_dropped += 1;
+                    return;
+                };
+                *slot = None;
+                self.stats.data_taken += 1;
+                if bytes.is_empty() {
+                    t.eof = true;
+                } else {
+                    let at = (offset - t.batch_start) as usize;
+                    let n = bytes.len().min(DATA_CHUNK);
+                    t.batch[at..at + n].copy_from_slice(&bytes[..n]);
+                }
+                if t.slots.iter().all(Option::is_none) {
+                    self.poll(now, out);
+                }
+            }
+            Repr::Reset => {
+                if let Some(t) = &self.transfer {
+                    if eth.src == t.server {
+                        self.outcome = Some(Outcome::Reset { server: t.server });
+                    }
+                }
+            }
+            Repr::Hello { .. } | Repr::Read(_) | Repr::Finished => {}
+        }
+    }
+}
+
+impl Transfer {
+    /// Hashes (and keeps) the finished batch's bytes within the image.
+    fn complete_batch(&mut self, keep: &mut Option<Vec<u8>>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let start = self.batch_start;
+        let end = (start + BATCH_BYTES as u64).min(self.offer.data_size);
+        if end > start && start == self.hashed {
+            let data = &self.batch[..(end - start) as usize];
+            self.hasher.update(data);
+            if let Some(k) = keep {
+                k.extend_from_slice(data);
+            }
+            self.hashed = end;
+        }
+        self.batch.clear();
+    }
+}

@@ -1,0 +1,390 @@
+//! Simulated boots in virtual time: the server state machine against the
+//! sled emulator over an in-memory wire with seeded faults. Every test
+//! checks the SHA-256 of what the sleds received.
+
+use std::time::Duration;
+
+use netboot::image::{Catalog, ServedImage};
+use netboot::server::{Event, Limits, Server};
+use netboot::sim::{Faults, Sim};
+use netboot::sled::{Outcome, Sled};
+use netboot::wire::{self, Mac, Repr};
+use sha2::{Digest, Sha256};
+
+const SERVER: Mac = Mac([2, 0, 0, 0, 0, 0xfe]);
+
+fn sled_mac(i: usize) -> Mac {
+    Mac([2, 0, 0, 0, (i >> 8) as u8 + 1, i as u8])
+}
+
+/// A deterministic image of `len` bytes.
+fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 10) as u8)
+        .collect()
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+/// A server offering `img` to everyone.
+fn server_for(img: &[u8]) -> Server {
+    let mut c = Catalog::new();
+    let i = c.add(ServedImage::from_memory("img", img.to_vec()));
+    c.set_default(Some(i));
+    Server::new(SERVER, c, Limits::default())
+}
+
+fn assert_booted(sim: &Sim, i: usize, img: &[u8]) {
+    let s = &sim.sleds[i];
+    match s.outcome() {
+        Some(Outcome::Booted { server, bytes, .. }) => {
+            assert_eq!(*server, SERVER);
+            assert_eq!(*bytes, img.len() as u64);
+        }
+        other => panic!("sled {i}: {other:?}"),
+    }
+    let got = s.image().expect("kept");
+    assert_eq!(sha(got), sha(img), "sled {i}: received bytes differ");
+}
+
+fn one_sled(img: &[u8], faults: Faults, seed: u64) -> Sim {
+    let sled = Sled::new(sled_mac(0), sha(img)).keep_image();
+    let mut sim = Sim::new(server_for(img), vec![sled], faults, seed);
+    assert!(
+        sim.run_to_completion(Duration::from_secs(600)),
+        "no outcome by {:?}",
+        sim.now
+    );
+    sim
+}
+
+#[test]
+fn one_sled_boots() {
+    // Not a multiple of 1024 or of a batch: the last DATA is short.
+    let img = image((3 << 20) + 777, 1);
+    let sim = one_sled(&img, Faults::default(), 1);
+    assert_booted(&sim, 0, &img);
+    let finished: Vec<_> = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Finished { .. }))
+        .collect();
+    assert_eq!(finished.len(), 1);
+    // Without loss nothing is asked for twice.
+    assert_eq!(sim.sleds[0].stats.rereads, 0);
+}
+
+#[test]
+fn thirty_two_sleds_with_different_images_at_once() {
+    let images: Vec<Vec<u8>> = (0..4)
+        .map(|k| image((1 << 20) + k * 5000, k as u8))
+        .collect();
+    let mut c = Catalog::new();
+    let idx: Vec<usize> = images
+        .iter()
+        .enumerate()
+        .map(|(k, img)| c.add(ServedImage::from_memory(&format!("img{k}"), img.clone())))
+        .collect();
+    for i in 0..32 {
+        c.assign(sled_mac(i), idx[i % 4]);
+    }
+    let server = Server::new(SERVER, c, Limits::default());
+    let sleds = (0..32)
+        .map(|i| Sled::new(sled_mac(i), sha(&images[i % 4])).keep_image())
+        .collect();
+    let mut sim = Sim::new(server, sleds, Faults::default(), 2);
+    assert!(sim.run_to_completion(Duration::from_secs(60)));
+    for i in 0..32 {
+        assert_booted(&sim, i, &images[i % 4]);
+    }
+}
+
+#[test]
+fn five_percent_loss_each_way() {
+    let img = image(2 << 20, 3);
+    let faults = Faults {
+        loss_to_server: 0.05,
+        loss_to_sled: 0.05,
+        ..Faults::default()
+    };
+    for seed in 0..4 {
+        let sim = one_sled(&img, faults.clone(), seed);
+        assert_booted(&sim, 0, &img);
+        assert!(sim.sleds[0].stats.rereads > 0, "loss caused re-requests");
+        assert!(sim
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Retransmit { .. })));
+    }
+}
+
+#[test]
+fn duplication() {
+    let img = image((1 << 20) + 3, 4);
+    let faults = Faults {
+        duplicate: 0.2,
+        ..Faults::default()
+    };
+    let sim = one_sled(&img, faults, 5);
+    assert_booted(&sim, 0, &img);
+    assert!(
+        sim.sleds[0].stats.data_dropped > 0,
+        "duplicates were dropped"
+    );
+    // The server saw the duplicated FINISHED once as a finish.
+    assert_eq!(
+        sim.events
+            .iter()
+            .filter(|e| matches!(e, Event::Finished { .. }))
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn reordering() {
+    let img = image(2 << 20, 6);
+    let faults = Faults {
+        reorder: 0.3,
+        reorder_by: Duration::from_millis(5),
+        ..Faults::default()
+    };
+    let sim = one_sled(&img, faults, 7);
+    assert_booted(&sim, 0, &img);
+}
+
+#[test]
+fn loss_duplication_and_reordering_with_eight_sleds() {
+    let img = image((1 << 20) + 12345, 8);
+    let faults = Faults {
+        loss_to_server: 0.03,
+        loss_to_sled: 0.03,
+        duplicate: 0.05,
+        reorder: 0.1,
+        reorder_by: Duration::from_millis(3),
+    };
+    let sleds = (0..8)
+        .map(|i| Sled::new(sled_mac(i), sha(&img)).keep_image())
+        .collect();
+    let mut sim = Sim::new(server_for(&img), sleds, faults, 9);
+    assert!(sim.run_to_completion(Duration::from_secs(600)));
+    for i in 0..8 {
+        assert_booted(&sim, i, &img);
+    }
+}
+
+#[test]
+fn server_restart_mid_transfer_does_not_kill_the_boot() {
+    let img = image(4 << 20, 10);
+    let sled = Sled::new(sled_mac(0), sha(&img)).keep_image();
+    let mut sim = Sim::new(server_for(&img), vec![sled], Faults::default(), 11);
+    // Run until the sled is partway through.
+    assert!(
+        sim.run_until(Duration::from_secs(60), |s| s.sleds[0].progress().0
+            >= 1 << 20)
+    );
+    assert!(sim.sleds[0].progress().0 < 4 << 20);
+    sim.stop_server();
+    let down_until = sim.now + Duration::from_secs(3);
+    sim.run_until(down_until, |_| false);
+    sim.start_server(server_for(&img));
+    assert!(sim.run_to_completion(sim.now + Duration::from_secs(60)));
+    assert_booted(&sim, 0, &img);
+    assert!(sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Resumed { .. })));
+    assert!(!sim.events.iter().any(|e| matches!(e, Event::Reset { .. })));
+}
+
+#[test]
+fn an_offer_with_the_wrong_checksum_is_ignored() {
+    let img = image(1 << 20, 12);
+    let other = image(1 << 20, 13);
+    // The sled expects `other`; the server offers `img`.
+    let sled = Sled::new(sled_mac(0), sha(&other));
+    let mut sim = Sim::new(server_for(&img), vec![sled], Faults::default(), 14);
+    assert!(!sim.run_to_completion(Duration::from_secs(20)));
+    let s = &sim.sleds[0];
+    assert_eq!(s.progress(), (0, 0));
+    // It keeps asking every 4 s and ignores every offer.
+    assert!(s.stats.hellos >= 5, "{:?}", s.stats);
+    // (The last HELLO's OFFER may still be on the wire.)
+    assert!(
+        s.stats.offers_ignored + 1 >= s.stats.hellos,
+        "{:?}",
+        s.stats
+    );
+    assert_eq!(s.stats.reads, 0);
+}
+
+#[test]
+fn a_compressed_image_is_served_inflated() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image((2 << 20) + 99, 15);
+    let raw = dir.path().join("in.raw");
+    let out = dir.path().join("z.img");
+    std::fs::write(&raw, &img).unwrap();
+    let spec = bootimage::ImageSpec {
+        compression: Some(6),
+        ..bootimage::ImageSpec::default()
+    };
+    bootimage::make_image(&raw, &out, &spec, &|_| {}).unwrap();
+    let mut c = Catalog::new();
+    let i = c.add_file("z", &out).unwrap();
+    c.set_default(Some(i));
+    let server = Server::new(SERVER, c, Limits::default());
+    let sled = Sled::new(sled_mac(0), sha(&img)).keep_image();
+    let mut sim = Sim::new(server, vec![sled], Faults::default(), 16);
+    assert!(sim.run_to_completion(Duration::from_secs(60)));
+    assert_booted(&sim, 0, &img);
+}
+
+#[test]
+fn a_corrupt_image_is_never_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(1 << 20, 17);
+    let raw = dir.path().join("in.raw");
+    let out = dir.path().join("z.img");
+    std::fs::write(&raw, &img).unwrap();
+    let spec = bootimage::ImageSpec {
+        compression: Some(1),
+        ..bootimage::ImageSpec::default()
+    };
+    bootimage::make_image(&raw, &out, &spec, &|_| {}).unwrap();
+    let mut bytes = std::fs::read(&out).unwrap();
+    let n = bytes.len();
+    bytes[n - 2] ^= 0xff; // the Adler-32
+    std::fs::write(&out, &bytes).unwrap();
+    let err = Catalog::new().add_file("z", &out).unwrap_err().to_string();
+    assert!(err.contains("z.img: zlib stream is corrupt"), "{err}");
+}
+
+#[test]
+fn unknown_macs_are_refused_when_configured() {
+    let img = image(1 << 20, 18);
+    let mut c = Catalog::new();
+    let i = c.add(ServedImage::from_memory("img", img.clone()));
+    c.assign(sled_mac(0), i); // no default: unknown MACs are refused
+    let server = Server::new(SERVER, c, Limits::default());
+    let sleds = vec![
+        Sled::new(sled_mac(0), sha(&img)).keep_image(),
+        Sled::new(sled_mac(1), sha(&img)),
+    ];
+    let mut sim = Sim::new(server, sleds, Faults::default(), 19);
+    sim.run_until(Duration::from_secs(30), |_| false);
+    assert_booted(&sim, 0, &img);
+    assert_eq!(sim.sleds[1].outcome(), None);
+    assert_eq!(sim.sleds[1].stats.offers_ignored, 0, "nothing was offered");
+    assert_eq!(sim.sleds[1].progress(), (0, 0));
+    assert!(sim
+        .events
+        .iter()
+        .any(|e| *e == Event::Refused { mac: sled_mac(1) }));
+    assert!(!sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::Offer { mac, .. } if *mac == sled_mac(1))));
+}
+
+/// A frame from `src` to the server with `payload` as its Ethernet payload.
+fn frame(src: Mac, dst: Mac, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&wire::ETHERTYPE.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn header(kind: u32, len: u32) -> Vec<u8> {
+    let mut h = wire::MAGIC.to_be_bytes().to_vec();
+    h.extend_from_slice(&kind.to_be_bytes());
+    h.extend_from_slice(&len.to_be_bytes());
+    h
+}
+
+#[test]
+fn malformed_and_hostile_frames_are_ignored_and_boots_go_on() {
+    let img = image((1 << 20) + 1, 20);
+    let sled = Sled::new(sled_mac(0), sha(&img)).keep_image();
+    let mut sim = Sim::new(server_for(&img), vec![sled], Faults::default(), 21);
+    let evil = Mac([2, 0xee, 0, 0, 0, 1]);
+    let mut bad: Vec<Vec<u8>> = vec![
+        vec![1, 2, 3],                                  // shorter than Ethernet
+        frame(evil, SERVER, &[0x1d, 0xe1]),             // short payload
+        frame(evil, SERVER, &header(0x9001, 0)[..11]),  // short header
+        frame(evil, SERVER, &[0u8; 46]),                // wrong magic, padded
+        frame(evil, SERVER, &header(0x9999, 0)),        // unknown type
+        frame(evil, SERVER, &header(0x9003, 4)),        // len past the frame
+        frame(evil, SERVER, &header(0x9001, u32::MAX)), // len past the frame
+    ];
+    // Wrong len for the type.
+    let mut short_read = header(0x9003, 8);
+    short_read.extend_from_slice(&1u64.to_be_bytes());
+    bad.push(frame(evil, SERVER, &short_read));
+    let mut fin = header(0x9005, 2);
+    fin.extend_from_slice(b"xx");
+    bad.push(frame(evil, SERVER, &fin));
+    // READ with count > 128.
+    let mut read = header(0x9003, 1032);
+    read.extend_from_slice(&1000u64.to_be_bytes());
+    read.resize(12 + 1032, 0);
+    bad.push(frame(evil, SERVER, &read));
+    // Server frames from a sled.
+    bad.push(frame(evil, SERVER, &header(0x9106, 0)));
+    for f in &bad {
+        sim.inject_to_server(f);
+    }
+    // A READ of offsets near 2^64 (the previous server's crash) gets empty
+    // DATA, padded to 60 bytes on the wire.
+    let mut offsets = [0u64; 128];
+    offsets[0] = u64::MAX;
+    offsets[1] = u64::MAX - 1023;
+    offsets[127] = 1 << 63;
+    let mut hostile = Vec::new();
+    wire::emit_frame(
+        &mut hostile,
+        SERVER,
+        evil,
+        &Repr::Read(wire::Read { count: 3, offsets }),
+    );
+    sim.inject_to_server(&hostile);
+    assert!(sim.run_to_completion(Duration::from_secs(60)));
+    assert_booted(&sim, 0, &img);
+    let ignored = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Ignored { .. }))
+        .count();
+    assert_eq!(ignored, bad.len() - 1, "{:#?}", sim.events);
+}
+
+#[test]
+fn the_server_handles_reads_near_the_end_of_u64_directly() {
+    let img = image(1 << 20, 22);
+    let mut server = server_for(&img);
+    let evil = Mac([2, 0xee, 0, 0, 0, 2]);
+    let mut offsets = [0u64; 128];
+    offsets[5] = u64::MAX;
+    offsets[6] = (1 << 20) - 1; // one byte before the end
+    let mut f = Vec::new();
+    wire::emit_frame(
+        &mut f,
+        SERVER,
+        evil,
+        &Repr::Read(wire::Read { count: 2, offsets }),
+    );
+    let mut out = netboot::Outbox::new();
+    server.handle(Duration::ZERO, &f, &mut out);
+    let replies: Vec<(u64, usize)> = out
+        .frames()
+        .map(|f| match Repr::parse(&f[14..]).unwrap() {
+            Repr::Data { offset, bytes } => (offset, bytes.len()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(replies, [(u64::MAX, 0), ((1 << 20) - 1, 1)]);
+}
