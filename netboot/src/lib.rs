@@ -9,6 +9,10 @@
 //! - [`sim`]: a deterministic, virtual-time network for tests.
 
 pub mod image;
+#[cfg(target_os = "linux")]
+pub mod lab;
+pub mod link;
+pub mod run;
 pub mod server;
 pub mod sim;
 pub mod sled;

@@ -78,6 +78,16 @@ pub enum Event {
         mac: Mac,
         image: String,
     },
+    /// An image file changed on disk and was verified: new boots get it.
+    Reloaded {
+        image: String,
+    },
+    /// An image file changed on disk and failed verification: it is not
+    /// offered until it changes again.
+    ImageFailed {
+        image: String,
+        error: String,
+    },
 }
 
 /// One sled being served.
@@ -340,6 +350,19 @@ impl Server {
                 mac,
                 why: "FINISHED without a session".into(),
             }),
+        }
+    }
+
+    /// Reloads images whose files changed on disk (call about once a
+    /// second). Sessions keep the image they were offered.
+    pub fn refresh_images(&mut self) {
+        for r in self.catalog.refresh() {
+            self.events.push(match r {
+                crate::image::Reload::Loaded { image, .. } => Event::Reloaded { image },
+                crate::image::Reload::Failed { image, error } => {
+                    Event::ImageFailed { image, error }
+                }
+            });
         }
     }
 

@@ -1,0 +1,182 @@
+//! The run loops: the server state machine and the sled emulator driven
+//! over a real [`Link`], with the wall clock.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::link::{Link, RecvBatch};
+use crate::server::{Event, Server};
+use crate::sim::Rng;
+use crate::sled::Sled;
+use crate::wire::Mac;
+use crate::Outbox;
+
+/// When the server loop stops.
+#[derive(Default)]
+pub struct ServeOptions<'a> {
+    /// Stop after this many sleds sent FINISHED (`bootserver -s`: 1).
+    pub finished: Option<u64>,
+    /// Give up after this long (`bootserver -t`).
+    pub timeout: Option<Duration>,
+    /// Stop when this becomes true (Ctrl-C, tests).
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// Why the server loop stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServeEnd {
+    Finished,
+    TimedOut,
+    Stopped,
+}
+
+/// Serves until `opts` says stop; `on_event` sees every event, with the
+/// server (for progress displays) and the time since start.
+pub fn serve(
+    link: &mut dyn Link,
+    server: &mut Server,
+    opts: &ServeOptions<'_>,
+    on_event: &mut dyn FnMut(&Event, &Server, Duration),
+) -> io::Result<ServeEnd> {
+    let start = Instant::now();
+    let mut batch = RecvBatch::new(64);
+    let mut out = Outbox::new();
+    let mut next_poll = Duration::from_secs(1);
+    loop {
+        let now = start.elapsed();
+        if opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
+            return Ok(ServeEnd::Stopped);
+        }
+        if opts.timeout.is_some_and(|t| now >= t) {
+            return Ok(ServeEnd::TimedOut);
+        }
+        link.recv(&mut batch, Duration::from_millis(50))?;
+        let now = start.elapsed();
+        for frame in batch.frames() {
+            server.handle(now, frame, &mut out);
+            if out.len() >= 256 {
+                link.send(&out)?;
+                out.clear();
+            }
+        }
+        if !out.is_empty() {
+            link.send(&out)?;
+            out.clear();
+        }
+        if now >= next_poll {
+            server.poll(now);
+            server.refresh_images();
+            next_poll = now + Duration::from_secs(1);
+        }
+        for e in server.drain_events() {
+            on_event(&e, server, now);
+        }
+        if opts.finished.is_some_and(|n| server.finished_count() >= n) {
+            return Ok(ServeEnd::Finished);
+        }
+    }
+}
+
+/// Faults the emulator injects on its own link, seeded.
+#[derive(Clone, Debug, Default)]
+pub struct SledFaults {
+    /// Probability that a received frame is dropped.
+    pub loss_rx: f64,
+    /// Probability that a frame to send is dropped.
+    pub loss_tx: f64,
+    /// Probability that a frame to send goes out twice.
+    pub duplicate_tx: f64,
+    pub seed: u64,
+}
+
+/// Runs `sleds` (distinct MACs, sharing `link`) until each has an outcome
+/// or `timeout` passes; returns whether all finished. `progress` is called
+/// about every 200 ms.
+pub fn run_sleds(
+    link: &mut dyn Link,
+    sleds: &mut [Sled],
+    faults: &SledFaults,
+    timeout: Duration,
+    progress: &mut dyn FnMut(&[Sled], Duration),
+) -> io::Result<bool> {
+    let start = Instant::now();
+    let index: HashMap<Mac, usize> = sleds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.mac(), i))
+        .collect();
+    let mut rng = Rng::new(faults.seed);
+    let mut batch = RecvBatch::new(64);
+    batch.accept_other_hosts = true;
+    let mut out = Outbox::new();
+    let mut wire = Outbox::new();
+    let mut next_progress = Duration::ZERO;
+    loop {
+        let now = start.elapsed();
+        if now >= next_progress {
+            progress(sleds, now);
+            next_progress = now + Duration::from_millis(200);
+        }
+        if sleds.iter().all(|s| s.outcome().is_some()) {
+            progress(sleds, now);
+            return Ok(true);
+        }
+        if now >= timeout {
+            progress(sleds, now);
+            return Ok(false);
+        }
+        for s in sleds.iter_mut() {
+            s.poll(now, &mut out);
+        }
+        send_with_faults(link, &out, &mut wire, faults, &mut rng)?;
+        out.clear();
+        let wake = sleds
+            .iter()
+            .map(|s| s.next_wakeup(now))
+            .min()
+            .unwrap_or(now)
+            .saturating_sub(now);
+        link.recv(&mut batch, wake.max(Duration::from_millis(1)))?;
+        let now = start.elapsed();
+        for frame in batch.frames() {
+            if rng.chance(faults.loss_rx) || frame.len() < 6 {
+                continue;
+            }
+            let mut dst = [0u8; 6];
+            dst.copy_from_slice(&frame[..6]);
+            if let Some(&i) = index.get(&Mac(dst)) {
+                sleds[i].handle(now, frame, &mut out);
+            }
+        }
+        send_with_faults(link, &out, &mut wire, faults, &mut rng)?;
+        out.clear();
+    }
+}
+
+fn send_with_faults(
+    link: &mut dyn Link,
+    out: &Outbox,
+    wire: &mut Outbox,
+    faults: &SledFaults,
+    rng: &mut Rng,
+) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    if faults.loss_tx == 0.0 && faults.duplicate_tx == 0.0 {
+        return link.send(out);
+    }
+    wire.clear();
+    for f in out.frames() {
+        if rng.chance(faults.loss_tx) {
+            continue;
+        }
+        wire.push_raw(f);
+        if rng.chance(faults.duplicate_tx) {
+            wire.push_raw(f);
+        }
+    }
+    link.send(wire)
+}

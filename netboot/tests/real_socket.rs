@@ -1,0 +1,228 @@
+//! Real sockets between network namespaces: the server on one host, the
+//! sled emulator on others, all on a private bridge. Needs root (CI runs as
+//! root); everything created is removed afterwards.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use netboot::image::Catalog;
+use netboot::lab::{in_namespace, Lab};
+use netboot::link::dlpi::DlpiLink;
+use netboot::link::packet::PacketLink;
+use netboot::link::Link;
+use netboot::run::{run_sleds, serve, ServeEnd, ServeOptions, SledFaults};
+use netboot::server::{Event, Limits, Server};
+use netboot::sled::{Outcome, Sled};
+use netboot::wire::Mac;
+use sha2::{Digest, Sha256};
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Uid:")
+                .map(|v| v.split_whitespace().next().unwrap().to_owned())
+        })
+        .unwrap();
+    assert_eq!(
+        uid, "0",
+        "the real-socket tests need root (network namespaces and raw sockets)"
+    );
+}
+
+fn prefix(tag: &str) -> String {
+    format!("n{}{tag}", std::process::id() % 100_000)
+}
+
+fn image(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 12) as u8)
+        .collect()
+}
+
+/// Makes a boot image file of `raw` (compressed or not) in `dir`.
+fn image_file(dir: &Path, raw: &[u8], compress: bool) -> std::path::PathBuf {
+    let input = dir.join("in.raw");
+    let out = dir.join(if compress { "z.img" } else { "p.img" });
+    std::fs::write(&input, raw).unwrap();
+    let spec = bootimage::ImageSpec {
+        compression: compress.then_some(6),
+        ..bootimage::ImageSpec::default()
+    };
+    bootimage::make_image(&input, &out, &spec, &|_| {}).unwrap();
+    out
+}
+
+fn sha(b: &[u8]) -> [u8; 32] {
+    Sha256::digest(b).into()
+}
+
+enum Backend {
+    Packet,
+    Dlpi,
+}
+
+/// Boots `sleds_per_host` sleds on each of `hosts` sled hosts from a
+/// server on its own host, and checks what every sled received.
+fn boot(
+    tag: &str,
+    backend: Backend,
+    hosts: usize,
+    sleds_per_host: usize,
+    faults: SledFaults,
+    raw: &[u8],
+    compress: bool,
+) {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let path = image_file(dir.path(), raw, compress);
+    let names: Vec<String> = (0..hosts).map(|i| format!("s{i}")).collect();
+    let mut all: Vec<&str> = vec!["srv"];
+    all.extend(names.iter().map(String::as_str));
+    let lab = Lab::create(&prefix(tag), &all).unwrap();
+
+    let stop = AtomicBool::new(false);
+    let events = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            in_namespace(&lab.ns("srv"), || {
+                let mut link: Box<dyn Link> = match backend {
+                    Backend::Packet => Box::new(PacketLink::open("eth0", false).unwrap()),
+                    Backend::Dlpi => Box::new(DlpiLink::open("eth0").unwrap()),
+                };
+                let mut c = Catalog::new();
+                let i = c.add_file("img", &path).unwrap();
+                c.set_default(Some(i));
+                let mut server = Server::new(link.mac(), c, Limits::default());
+                let opts = ServeOptions {
+                    stop: Some(&stop),
+                    timeout: Some(Duration::from_secs(120)),
+                    ..ServeOptions::default()
+                };
+                let mut events = Vec::new();
+                let end = serve(&mut *link, &mut server, &opts, &mut |e, _, _| {
+                    events.push(e.clone())
+                })
+                .unwrap();
+                assert_eq!(end, ServeEnd::Stopped);
+                events
+            })
+            .unwrap()
+        });
+        let sleds: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(h, name)| {
+                let ns = lab.ns(name);
+                let faults = SledFaults {
+                    seed: faults.seed + h as u64,
+                    ..faults.clone()
+                };
+                s.spawn(move || {
+                    in_namespace(&ns, || {
+                        let mut link = PacketLink::open("eth0", true).unwrap();
+                        let mut sleds: Vec<Sled> = (0..sleds_per_host)
+                            .map(|i| {
+                                Sled::new(Mac([2, 0x5e, 0, 0, h as u8, i as u8]), sha(raw))
+                                    .keep_image()
+                            })
+                            .collect();
+                        let done = run_sleds(
+                            &mut link,
+                            &mut sleds,
+                            &faults,
+                            Duration::from_secs(100),
+                            &mut |_, _| {},
+                        )
+                        .unwrap();
+                        assert!(done, "sleds did not finish in time");
+                        sleds
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        let mut booted = 0;
+        for h in sleds {
+            for sled in h.join().unwrap() {
+                match sled.outcome() {
+                    Some(Outcome::Booted { bytes, .. }) => assert_eq!(*bytes, raw.len() as u64),
+                    other => panic!("{}: {other:?}", sled.mac()),
+                }
+                assert_eq!(sha(sled.image().unwrap()), sha(raw), "{}", sled.mac());
+                booted += 1;
+            }
+        }
+        assert_eq!(booted, hosts * sleds_per_host);
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap()
+    });
+    let finished = events
+        .iter()
+        .filter(|e| matches!(e, Event::Finished { .. }))
+        .count();
+    assert_eq!(finished, hosts * sleds_per_host, "{events:#?}");
+    drop(lab);
+}
+
+#[test]
+fn af_packet_one_sled() {
+    boot(
+        "a",
+        Backend::Packet,
+        1,
+        1,
+        SledFaults::default(),
+        &image((3 << 20) + 5, 1),
+        false,
+    );
+}
+
+#[test]
+fn af_packet_eight_sleds_with_loss_and_duplication() {
+    let faults = SledFaults {
+        loss_rx: 0.02,
+        loss_tx: 0.02,
+        duplicate_tx: 0.01,
+        seed: 7,
+    };
+    // Two hosts of four sleds: several MACs share one interface. Each lost
+    // frame costs the client's 1 s re-request timer, so the image is small.
+    boot(
+        "b",
+        Backend::Packet,
+        2,
+        4,
+        faults,
+        &image((1 << 20) + 300_000, 2),
+        true,
+    );
+}
+
+#[test]
+fn dlpi_wiring_through_the_shim() {
+    let faults = SledFaults {
+        loss_rx: 0.01,
+        loss_tx: 0.01,
+        duplicate_tx: 0.0,
+        seed: 3,
+    };
+    boot(
+        "c",
+        Backend::Dlpi,
+        1,
+        2,
+        faults,
+        &image((2 << 20) + 1000, 3),
+        false,
+    );
+}
+
+#[test]
+fn opening_a_missing_link_says_so() {
+    let e = PacketLink::open("no-such-nic0", false).err().unwrap();
+    assert_eq!(e.to_string(), "no such link: no-such-nic0");
+    let e = DlpiLink::open("no-such-nic0").err().unwrap();
+    assert_eq!(e.to_string(), "no such link: no-such-nic0");
+}
