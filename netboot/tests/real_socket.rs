@@ -214,7 +214,7 @@ fn dlpi_wiring_through_the_shim() {
         1,
         2,
         faults,
-        &image((2 << 20) + 1000, 3),
+        &image((1 << 20) + 1000, 3),
         false,
     );
 }

@@ -99,6 +99,25 @@ impl PacketLink {
                 return Err(LinkError::from_io(name, last_error()));
             }
         }
+        // Room for bursts: a READ's 128 DATA frames overflow the default
+        // receive buffer, and every frame lost costs a sled a 1 s timer.
+        // Forcing needs CAP_NET_ADMIN; otherwise ask within rmem_max.
+        let bytes: libc::c_int = 8 << 20;
+        for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+            // SAFETY: `bytes` is a valid c_int of the given length.
+            let r = unsafe {
+                libc::setsockopt(
+                    fd.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    opt,
+                    &bytes as *const libc::c_int as *const libc::c_void,
+                    mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
+            if r == 0 {
+                break;
+            }
+        }
         // Frames skip the queueing discipline: a boot server has the link to
         // itself, and this saves work per frame. Best effort.
         let one: libc::c_int = 1;
@@ -202,10 +221,10 @@ impl Link for PacketLink {
             // Our own frames and frames for other hosts (a promiscuous
             // interface) are not for us; the emulator asks for the latter.
             let t = addrs[i].sll_pkttype;
-            if t == libc::PACKET_OUTGOING as u8 {
+            if t == libc::PACKET_OUTGOING {
                 continue;
             }
-            if t == libc::PACKET_OTHERHOST as u8 && !batch.accept_other_hosts {
+            if t == libc::PACKET_OTHERHOST && !batch.accept_other_hosts {
                 continue;
             }
             batch.lens.push((i, msgs[i].msg_len as usize));
