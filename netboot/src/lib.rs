@@ -8,6 +8,7 @@
 //! - [`image`]: verified images and which sled gets which.
 //! - [`sim`]: a deterministic, virtual-time network for tests.
 
+pub mod config;
 pub mod image;
 #[cfg(target_os = "linux")]
 pub mod lab;

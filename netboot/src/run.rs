@@ -32,18 +32,32 @@ pub enum ServeEnd {
     Stopped,
 }
 
-/// Serves until `opts` says stop; `on_event` sees every event, with the
-/// server (for progress displays) and the time since start.
+/// What the server loop reports to.
+pub trait Observer {
+    /// Every event, with the time since start.
+    fn event(&mut self, event: &Event, server: &Server, now: Duration);
+    /// About every 200 ms, for progress displays.
+    fn tick(&mut self, _server: &Server, _now: Duration) {}
+}
+
+impl<F: FnMut(&Event, &Server, Duration)> Observer for F {
+    fn event(&mut self, event: &Event, server: &Server, now: Duration) {
+        self(event, server, now)
+    }
+}
+
+/// Serves until `opts` says stop, reporting to `observer`.
 pub fn serve(
     link: &mut dyn Link,
     server: &mut Server,
     opts: &ServeOptions<'_>,
-    on_event: &mut dyn FnMut(&Event, &Server, Duration),
+    observer: &mut dyn Observer,
 ) -> io::Result<ServeEnd> {
     let start = Instant::now();
     let mut batch = RecvBatch::new(64);
     let mut out = Outbox::new();
     let mut next_poll = Duration::from_secs(1);
+    let mut next_tick = Duration::ZERO;
     loop {
         let now = start.elapsed();
         if opts.stop.is_some_and(|s| s.load(Ordering::Relaxed)) {
@@ -71,7 +85,11 @@ pub fn serve(
             next_poll = now + Duration::from_secs(1);
         }
         for e in server.drain_events() {
-            on_event(&e, server, now);
+            observer.event(&e, server, now);
+        }
+        if now >= next_tick {
+            observer.tick(server, now);
+            next_tick = now + Duration::from_millis(200);
         }
         if opts.finished.is_some_and(|n| server.finished_count() >= n) {
             return Ok(ServeEnd::Finished);

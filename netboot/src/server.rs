@@ -90,6 +90,111 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// A short lower-case name for the event kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Hello { .. } => "hello",
+            Event::Offer { .. } => "offer",
+            Event::Resumed { .. } => "resumed",
+            Event::Finished { .. } => "finished",
+            Event::Retransmit { .. } => "retransmit",
+            Event::Reset { .. } => "reset",
+            Event::Refused { .. } => "refused",
+            Event::Ignored { .. } => "ignored",
+            Event::ReadError { .. } => "read-error",
+            Event::Expired { .. } => "expired",
+            Event::Reloaded { .. } => "reloaded",
+            Event::ImageFailed { .. } => "image-failed",
+        }
+    }
+
+    /// The event as one JSON object, with `t` (seconds since start).
+    pub fn to_json(&self, t: Duration) -> serde_json::Value {
+        use serde_json::json;
+        let mut v = match self {
+            Event::Hello { mac } | Event::Refused { mac } => json!({ "mac": mac.to_string() }),
+            Event::Offer { mac, image, size } => {
+                json!({ "mac": mac.to_string(), "image": image, "bytes": size })
+            }
+            Event::Resumed { mac, image } | Event::Expired { mac, image } => {
+                json!({ "mac": mac.to_string(), "image": image })
+            }
+            Event::Finished {
+                mac,
+                image,
+                elapsed,
+                bytes,
+            } => json!({
+                "mac": mac.to_string(),
+                "image": image,
+                "bytes": bytes,
+                "seconds": elapsed.as_secs_f64(),
+                "mb_per_s": rate(*bytes, *elapsed),
+            }),
+            Event::Retransmit { mac, blocks } => {
+                json!({ "mac": mac.to_string(), "blocks": blocks })
+            }
+            Event::Reset { mac, reason } => json!({ "mac": mac.to_string(), "reason": reason }),
+            Event::Ignored { mac, why } => json!({ "mac": mac.to_string(), "why": why }),
+            Event::ReadError { mac, image, error } => {
+                json!({ "mac": mac.to_string(), "image": image, "error": error })
+            }
+            Event::Reloaded { image } => json!({ "image": image }),
+            Event::ImageFailed { image, error } => json!({ "image": image, "error": error }),
+        };
+        v["event"] = self.kind().into();
+        v["t"] = t.as_secs_f64().into();
+        v
+    }
+}
+
+/// MB/s (10^6 bytes per second).
+fn rate(bytes: u64, elapsed: Duration) -> f64 {
+    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
+}
+
+/// One log line per event.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Hello { mac } => write!(f, "HELLO from {mac}"),
+            Event::Offer { mac, image, size } => write!(f, "OFFER {image} ({size} bytes) to {mac}"),
+            Event::Resumed { mac, image } => {
+                write!(
+                    f,
+                    "RESUMED {mac}: serving {image} to a boot already under way"
+                )
+            }
+            Event::Finished {
+                mac,
+                image,
+                elapsed,
+                bytes,
+            } => write!(
+                f,
+                "FINISHED {mac}: {image}, {bytes} bytes in {:.2} s ({:.1} MB/s)",
+                elapsed.as_secs_f64(),
+                rate(*bytes, *elapsed)
+            ),
+            Event::Retransmit { mac, blocks } => {
+                write!(f, "RETRANSMIT {mac}: {blocks} blocks asked for again")
+            }
+            Event::Reset { mac, reason } => write!(f, "RESET {mac}: {reason}"),
+            Event::Refused { mac } => write!(f, "REFUSED {mac}: not in the configuration"),
+            Event::Ignored { mac, why } => write!(f, "IGNORED frame from {mac}: {why}"),
+            Event::ReadError { mac, image, error } => {
+                write!(f, "READ ERROR {mac}: {image}: {error}")
+            }
+            Event::Expired { mac, image } => write!(f, "EXPIRED {mac}: {image} (idle)"),
+            Event::Reloaded { image } => write!(f, "RELOADED {image}: changed on disk, verified"),
+            Event::ImageFailed { image, error } => {
+                write!(f, "IMAGE FAILED {image}: {error} (not offered)")
+            }
+        }
+    }
+}
+
 /// One sled being served.
 #[derive(Debug)]
 pub struct Session {

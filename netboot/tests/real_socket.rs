@@ -101,9 +101,12 @@ fn boot(
                     ..ServeOptions::default()
                 };
                 let mut events = Vec::new();
-                let end = serve(&mut *link, &mut server, &opts, &mut |e, _, _| {
-                    events.push(e.clone())
-                })
+                let end = serve(
+                    &mut *link,
+                    &mut server,
+                    &opts,
+                    &mut |e: &Event, _: &Server, _| events.push(e.clone()),
+                )
                 .unwrap();
                 assert_eq!(end, ServeEnd::Stopped);
                 events
@@ -225,4 +228,148 @@ fn opening_a_missing_link_says_so() {
     assert_eq!(e.to_string(), "no such link: no-such-nic0");
     let e = DlpiLink::open("no-such-nic0").err().unwrap();
     assert_eq!(e.to_string(), "no such link: no-such-nic0");
+}
+
+/// The real binaries, as a lab engineer runs them: `bootserver` in one
+/// namespace, `sledsim` with three sleds in another.
+#[test]
+fn bootserver_and_sledsim_binaries() {
+    use std::process::{Command, Stdio};
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = image((1 << 20) + 4321, 9);
+    let img = image_file(dir.path(), &raw, true);
+    let lab = Lab::create(&prefix("d"), &["srv", "s0"]).unwrap();
+    let server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("srv"),
+            env!("CARGO_BIN_EXE_bootserver"),
+        ])
+        .args(["-s", "-t", "60", "--json", "eth0"])
+        .arg(&img)
+        .arg("any")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out_dir = dir.path().join("got");
+    std::fs::create_dir(&out_dir).unwrap();
+    let sleds = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("s0"),
+            env!("CARGO_BIN_EXE_sledsim"),
+        ])
+        .args([
+            "--link",
+            "eth0",
+            "--count",
+            "3",
+            "--timeout",
+            "60",
+            "--image",
+        ])
+        .arg(&img)
+        .arg("--out")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sleds.stdout).into_owned();
+    assert!(
+        sleds.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&sleds.stderr)
+    );
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for line in text.lines() {
+        assert!(
+            line.contains(&format!("booted {} bytes", raw.len())),
+            "{line}"
+        );
+        assert!(line.ends_with("SHA-256 ok"), "{line}");
+    }
+    for f in std::fs::read_dir(&out_dir).unwrap() {
+        assert_eq!(sha(&std::fs::read(f.unwrap().path()).unwrap()), sha(&raw));
+    }
+    // -s: the server exits 0 after the first FINISHED.
+    let server = server.wait_with_output().unwrap();
+    let log = String::from_utf8_lossy(&server.stdout).into_owned();
+    assert!(
+        server.status.success(),
+        "{log}{}",
+        String::from_utf8_lossy(&server.stderr)
+    );
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"hello"), "{kinds:?}");
+    assert!(kinds.contains(&"offer"), "{kinds:?}");
+    let fin = events
+        .iter()
+        .find(|e| e["event"] == "finished")
+        .expect("a finished event");
+    assert_eq!(fin["bytes"], raw.len() as u64);
+    assert!(fin["mb_per_s"].as_f64().unwrap() > 0.0);
+    drop(lab);
+}
+
+#[test]
+fn bootserver_errors_are_clear() {
+    use std::process::Command;
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let img = image_file(dir.path(), &image(1 << 20, 4), false);
+    // `nobody` must be able to read the image, to get as far as the link.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = |args: &[&str], nobody_in: Option<&str>| {
+        let mut c = if let Some(ns) = nobody_in {
+            let mut c = Command::new("ip");
+            c.args([
+                "netns",
+                "exec",
+                ns,
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+            ]);
+            c.args(["--clear-groups", env!("CARGO_BIN_EXE_bootserver")]);
+            c
+        } else {
+            Command::new(env!("CARGO_BIN_EXE_bootserver"))
+        };
+        let o = c.args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let img = img.to_str().unwrap();
+    assert_eq!(
+        run(&["no-such-nic0", img, "any"], None),
+        "bootserver: no such link: no-such-nic0\n"
+    );
+    // The image is checked before the link is opened.
+    let e = run(&["no-such-nic0", "/nonexistent.img", "any"], None);
+    assert!(
+        e.starts_with("bootserver: /nonexistent.img: stat: No such file"),
+        "{e}"
+    );
+    let e = run(&["no-such-nic0", img, "not-a-mac"], None);
+    assert!(e.contains("invalid MAC address \"not-a-mac\""), "{e}");
+    // Without CAP_NET_RAW, it says how to get it.
+    let lab = Lab::create(&prefix("e"), &["srv"]).unwrap();
+    let e = run(&["-t", "1", "eth0", img, "any"], Some(&lab.ns("srv")));
+    assert!(
+        e.contains("not permitted: raw Ethernet needs CAP_NET_RAW"),
+        "{e}"
+    );
+    drop(lab);
 }

@@ -1,0 +1,224 @@
+//! `bootserver`: serves boot images to every sled on an Ethernet segment.
+//! Drop-in for the previous command line, plus a configuration mode.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use netboot::config::Config;
+use netboot::image::Catalog;
+use netboot::run::{serve, Observer, ServeEnd, ServeOptions};
+use netboot::server::{Event, Limits, Server};
+use netboot::wire::Mac;
+
+/// Serve Oxide phase-2 boot images over Ethernet (ethertype 0x1DE0) to every
+/// sled on the segment at once, plain or compressed images alike.
+///
+/// Drop-in form: bootserver [-s] [-t SECONDS] LINK IMAGE MAC|any
+/// serves IMAGE to the sled with that MAC, or to every sled ("any").
+/// Configuration form: bootserver --config FILE [--link LINK] picks each
+/// sled's image by MAC (see config/bootserver.toml).
+///
+/// Logs one line per HELLO, OFFER, FINISHED, retransmission burst, RESET
+/// and ignored frame on standard output (--json: one JSON object per line);
+/// on a terminal, a progress line per sled on standard error. Needs
+/// CAP_NET_RAW (root).
+#[derive(Parser)]
+#[command(name = "bootserver", version)]
+struct Args {
+    /// Exit 0 once one sled has sent FINISHED
+    #[arg(short = 's', long = "single")]
+    single: bool,
+    /// Exit non-zero after SECONDS if no sled has finished by then
+    #[arg(short = 't', long = "timeout", value_name = "SECONDS")]
+    timeout: Option<u64>,
+    /// Configuration file (instead of LINK IMAGE MAC)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["image", "mac"])]
+    config: Option<PathBuf>,
+    /// Link to serve on (overrides the configuration's `link`)
+    #[arg(long = "link", value_name = "LINK")]
+    link_flag: Option<String>,
+    /// One JSON object per event on standard output
+    #[arg(long)]
+    json: bool,
+    /// Network interface (drop-in form)
+    #[arg(value_name = "LINK")]
+    link: Option<String>,
+    /// Boot image to serve (drop-in form)
+    #[arg(value_name = "IMAGE")]
+    image: Option<PathBuf>,
+    /// The sled's MAC, or "any" for every sled (drop-in form)
+    #[arg(value_name = "MAC|any")]
+    mac: Option<String>,
+}
+
+struct Log {
+    json: bool,
+    bars: Option<(MultiProgress, HashMap<Mac, ProgressBar>)>,
+    /// Ignored frames logged in the current second, to survive a flood.
+    ignored: (u64, u64),
+    finished_any: bool,
+}
+
+impl Log {
+    fn line(&mut self, text: &str) {
+        match &self.bars {
+            Some((mp, _)) => {
+                let _ = mp.println(text);
+            }
+            None => {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "{text}");
+                let _ = out.flush();
+            }
+        }
+    }
+}
+
+impl Observer for Log {
+    fn event(&mut self, e: &Event, _server: &Server, now: Duration) {
+        if let Event::Finished { .. } = e {
+            self.finished_any = true;
+        }
+        if let Event::Ignored { .. } = e {
+            let second = now.as_secs();
+            if self.ignored.0 != second {
+                self.ignored = (second, 0);
+            }
+            self.ignored.1 += 1;
+            if self.ignored.1 > 20 {
+                return;
+            }
+        }
+        if let Some((_, bars)) = &mut self.bars {
+            match e {
+                Event::Finished { mac, .. }
+                | Event::Expired { mac, .. }
+                | Event::Reset { mac, .. } => {
+                    if let Some(b) = bars.remove(mac) {
+                        b.finish_and_clear();
+                    }
+                }
+                _ => {}
+            }
+        }
+        let text = if self.json {
+            e.to_json(now).to_string()
+        } else {
+            format!("[{:>9.3}s] {e}", now.as_secs_f64())
+        };
+        self.line(&text);
+    }
+
+    fn tick(&mut self, server: &Server, now: Duration) {
+        let Some((mp, bars)) = &mut self.bars else {
+            return;
+        };
+        for (mac, s) in server.sessions() {
+            let bar = bars.entry(*mac).or_insert_with(|| {
+                let b = mp.add(ProgressBar::new(s.image.size()));
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "{prefix} [{bar:25}] {percent:>3}% {bytes}/{total_bytes} {msg}",
+                    )
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(format!("{mac} {}", s.image.name));
+                b
+            });
+            bar.set_position(s.high);
+            let secs = now.saturating_sub(s.started).as_secs_f64().max(1e-3);
+            bar.set_message(format!("{:.1} MB/s", s.high as f64 / 1e6 / secs));
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
+    let (link_name, catalog, limits) = match (&args.config, &args.link, &args.image, &args.mac) {
+        (Some(path), positional, None, None) => {
+            let cfg = Config::load(path).map_err(|e| e.to_string())?;
+            let link = args
+                .link_flag
+                .clone()
+                .or(positional.clone())
+                .or(cfg.link)
+                .ok_or_else(|| format!("{}: no link: give --link LINK or set `link`", path.display()))?;
+            (link, cfg.catalog, cfg.limits)
+        }
+        (None, Some(link), Some(image), Some(mac)) => {
+            let mut c = Catalog::new();
+            let name = image
+                .file_name()
+                .map_or_else(|| image.display().to_string(), |n| n.to_string_lossy().into_owned());
+            let i = c.add_file(&name, image).map_err(|e| e.to_string())?;
+            if mac == "any" {
+                c.set_default(Some(i));
+            } else {
+                let mac: Mac = mac.parse().map_err(|e: netboot::wire::MacError| e.to_string())?;
+                c.assign(mac, i);
+            }
+            (args.link_flag.clone().unwrap_or_else(|| link.clone()), c, Limits::default())
+        }
+        _ => {
+            return Err(
+                "usage: bootserver [-s] [-t SECONDS] LINK IMAGE MAC|any, or bootserver --config FILE [--link LINK]"
+                    .into(),
+            )
+        }
+    };
+    let mut link = netboot::link::open(&link_name, false).map_err(|e| e.to_string())?;
+    let mut server = Server::new(link.mac(), catalog, limits);
+    let mut log = Log {
+        json: args.json,
+        bars: std::io::stderr().is_terminal().then(|| {
+            (
+                MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+                HashMap::new(),
+            )
+        }),
+        ignored: (0, 0),
+        finished_any: false,
+    };
+    let text = format!("serving on {link_name} ({})", link.mac());
+    if !args.json {
+        log.line(&text);
+    }
+    let opts = ServeOptions {
+        finished: args.single.then_some(1),
+        timeout: args.timeout.map(Duration::from_secs),
+        stop: None,
+    };
+    let end =
+        serve(&mut *link, &mut server, &opts, &mut log).map_err(|e| format!("{link_name}: {e}"))?;
+    if end != ServeEnd::TimedOut {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !log.finished_any {
+        return Err(format!(
+            "timed out after {} s with no sled finished",
+            args.timeout.unwrap_or(0)
+        ));
+    }
+    // A sled finished before the time was up (without -s): keep serving.
+    let opts = ServeOptions {
+        timeout: None,
+        ..opts
+    };
+    serve(&mut *link, &mut server, &opts, &mut log).map_err(|e| format!("{link_name}: {e}"))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bootserver: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
