@@ -65,6 +65,16 @@ impl Lab {
         ip(&["netns", "add", &sw])?;
         ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+        // A plain Ethernet switch: no iptables hooks on bridged frames
+        // (best effort: the knobs exist only with br_netfilter).
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &sw, "sysctl", "-qw"])
+            .args([
+                "net.bridge.bridge-nf-call-iptables=0",
+                "net.bridge.bridge-nf-call-ip6tables=0",
+                "net.bridge.bridge-nf-call-arptables=0",
+            ])
+            .output();
         for host in hosts {
             lab.add_host(host)?;
         }
@@ -98,6 +108,31 @@ impl Lab {
         ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        Ok(())
+    }
+
+    /// Steers the bridge's receive processing (Receive Packet Steering on
+    /// every switch port) to the CPUs in `mask`, as a hardware switch would
+    /// take it off the hosts' CPUs: benchmarks then charge each host for
+    /// its own work, not for the switch's.
+    pub fn steer_switch(&self, mask: u64) -> io::Result<()> {
+        let mut script = String::new();
+        for ns in &self.hosts {
+            let host = ns.strip_prefix(&format!("{}-", self.prefix)).unwrap_or(ns);
+            script.push_str(&format!(
+                "echo {mask:x} > /sys/class/net/{}{host}/queues/rx-0/rps_cpus\n",
+                self.prefix
+            ));
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.switch(), "sh", "-ec", &script])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "setting rps_cpus: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
         Ok(())
     }
 

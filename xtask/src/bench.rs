@@ -35,7 +35,7 @@ struct Row {
 
 /// The bench image: `raw` if given, else `TARGET/bench/bench.img`, made by
 /// `../shared/bench/make-bench-image.sh` when missing.
-fn bench_image(ws: &Workspace, sh: &Shell, raw: Option<PathBuf>) -> Result<PathBuf> {
+pub fn bench_image(ws: &Workspace, sh: &Shell, raw: Option<PathBuf>) -> Result<PathBuf> {
     if let Some(raw) = raw {
         return Ok(raw);
     }

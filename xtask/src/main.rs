@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod netbench;
 mod rusage;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,17 @@ enum Bench {
         /// Runs per job [default: 5, 3 for -z]
         #[arg(long)]
         runs: Option<usize>,
+    },
+    /// Boot sleds over veth with the release bootserver and sledsim (root):
+    /// wall time, MB/s per sled and aggregate, server CPU per GiB
+    Netboot {
+        /// Boot image to serve [default: a plain image of the 1 GiB bench
+        /// image]
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Sled counts to run, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,32")]
+        sleds: Vec<usize>,
     },
 }
 
@@ -159,6 +171,9 @@ fn main() -> ExitCode {
         Command::Bench {
             what: Bench::Image { raw, runs },
         } => bench::image(raw, runs),
+        Command::Bench {
+            what: Bench::Netboot { image, sleds },
+        } => netbench::netboot(image, sleds),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,9 +18,14 @@ pub struct Usage {
 /// Runs `cmd` to completion and returns its exit status, wall time, peak
 /// memory and CPU time.
 pub fn run(cmd: &mut Command) -> io::Result<Usage> {
-    use std::os::unix::process::ExitStatusExt;
     let start = Instant::now();
     let child = cmd.spawn()?;
+    wait(child, start)
+}
+
+/// Waits for `child` (started at `start`) and returns what it cost.
+pub fn wait(child: std::process::Child, start: Instant) -> io::Result<Usage> {
+    use std::os::unix::process::ExitStatusExt;
     let pid = child.id() as libc::pid_t;
     let mut status: libc::c_int = 0;
     // SAFETY: an all-zero `rusage` is a valid value of this plain C struct.

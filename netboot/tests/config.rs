@@ -1,0 +1,134 @@
+//! The boot server's configuration file: every key, and errors that name
+//! the file and key.
+
+use std::fs;
+use std::path::Path;
+
+use netboot::config::Config;
+use netboot::image::Choice;
+use netboot::wire::Mac;
+
+fn write_image(dir: &Path, name: &str, fill: u8) {
+    let raw = dir.join(format!("{name}.raw"));
+    fs::write(&raw, vec![fill; 1 << 20]).unwrap();
+    bootimage::make_image(
+        &raw,
+        &dir.join(format!("{name}.img")),
+        &bootimage::ImageSpec::default(),
+        &|_| {},
+    )
+    .unwrap();
+}
+
+fn served(c: &Config, mac: &str) -> Option<String> {
+    match c.catalog.choose(mac.parse::<Mac>().unwrap()) {
+        Choice::Serve(img) => Some(img.name.clone()),
+        _ => None,
+    }
+}
+
+#[test]
+fn every_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_image(dir.path(), "a", 1);
+    write_image(dir.path(), "b", 2);
+    let path = dir.path().join("server.toml");
+    fs::write(
+        &path,
+        r#"
+        link = "eth7"
+        default = "a"
+        max-sessions = 5
+        idle-timeout-secs = 9
+        [[image]]
+        name = "a"
+        path = "a.img"
+        [[sled]]
+        mac = "02:00:00:00:00:01"
+        image = "b.img"
+        [[sled]]
+        mac = "02:00:00:00:00:02"
+        image = "a"
+        "#,
+    )
+    .unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(c.link.as_deref(), Some("eth7"));
+    assert_eq!(c.limits.max_sessions, 5);
+    assert_eq!(c.limits.idle_timeout.as_secs(), 9);
+    assert_eq!(served(&c, "02:00:00:00:00:01").as_deref(), Some("b.img"));
+    assert_eq!(served(&c, "02:00:00:00:00:02").as_deref(), Some("a"));
+    assert_eq!(served(&c, "02:00:00:00:00:03").as_deref(), Some("a"));
+}
+
+#[test]
+fn without_a_default_unknown_macs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_image(dir.path(), "a", 1);
+    let path = dir.path().join("s.toml");
+    fs::write(&path, "[[image]]\nname = \"a\"\npath = \"a.img\"\n[[sled]]\nmac = \"02:00:00:00:00:01\"\nimage = \"a\"\n").unwrap();
+    let c = Config::load(&path).unwrap();
+    assert_eq!(served(&c, "02:00:00:00:00:01").as_deref(), Some("a"));
+    assert!(matches!(
+        c.catalog.choose("02:00:00:00:00:09".parse().unwrap()),
+        Choice::Refused
+    ));
+}
+
+#[test]
+fn errors_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write_image(dir.path(), "a", 1);
+    let path = dir.path().join("s.toml");
+    let fail = |text: &str| {
+        fs::write(&path, text).unwrap();
+        Config::load(&path)
+            .err()
+            .unwrap()
+            .to_string()
+            .replace(&format!("{}/", dir.path().display()), "")
+    };
+    let e = fail("colour = 1\n");
+    assert!(
+        e.starts_with("s.toml: ") && e.contains("unknown field `colour`"),
+        "{e}"
+    );
+    assert_eq!(
+        fail("[[sled]]\nmac = \"02:00\"\nimage = \"a\"\n"),
+        "s.toml: sled[0].mac: invalid MAC address \"02:00\" (expected six hex pairs, as 02:00:00:00:00:01)"
+    );
+    assert_eq!(
+        fail("default = \"nope\"\n"),
+        "s.toml: default: no [[image]] is named \"nope\" (give a name or a path)"
+    );
+    assert_eq!(
+        fail("[[image]]\nname = \"a\"\npath = \"a.img\"\n[[image]]\nname = \"a\"\npath = \"a.img\"\n"),
+        "s.toml: image[1].name: \"a\" is used twice"
+    );
+    assert_eq!(
+        fail("[[image]]\nname = \"x\"\npath = \"missing.img\"\n"),
+        "s.toml: image[0].path: missing.img: stat: No such file or directory (os error 2)"
+    );
+    fs::write(dir.path().join("bad.img"), vec![0u8; 8192]).unwrap();
+    assert_eq!(
+        fail("[[image]]\nname = \"x\"\npath = \"bad.img\"\n"),
+        "s.toml: image[0].path: bad.img: bad magic 0x00000000 (expected 0x1deb0075)"
+    );
+}
+
+#[test]
+fn the_shipped_configuration_parses() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/bootserver.toml");
+    let text = fs::read_to_string(&path).unwrap();
+    // Point it at an image of our own: the demo image may not be built yet.
+    let dir = tempfile::tempdir().unwrap();
+    write_image(dir.path(), "demo", 3);
+    let copy = dir.path().join("bootserver.toml");
+    fs::write(
+        &copy,
+        text.replace("../target/bootimage/demo.img", "demo.img"),
+    )
+    .unwrap();
+    let c = Config::load(&copy).unwrap();
+    assert_eq!(served(&c, "02:aa:00:00:00:01").as_deref(), Some("demo"));
+}
