@@ -140,6 +140,51 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     })
 }
 
+/// Every file and directory the manifest's image is built from, the
+/// manifest first (what [`Built::inputs`] will hold).
+pub fn inputs(manifest: &Manifest) -> Result<Vec<PathBuf>, Error> {
+    let mut inputs = vec![manifest.path.clone()];
+    match &manifest.source {
+        Source::File(path) => inputs.push(path.clone()),
+        Source::Directory { path, .. } => {
+            let entries = cpio::walk(path).map_err(|source| Error::Input {
+                path: manifest.path.clone(),
+                key: "source.directory",
+                source,
+            })?;
+            inputs.push(path.clone());
+            inputs.extend(entries.iter().map(|e| path.join(e)));
+        }
+    }
+    Ok(inputs)
+}
+
+/// Whether `OUT/STEM.img` is missing or older than any input (or
+/// `SOURCE_DATE_EPOCH` is set, which the image's bytes depend on).
+pub fn is_stale(manifest_path: &Path, out_dir: &Path) -> Result<bool, Error> {
+    let manifest = Manifest::load(manifest_path)?;
+    let image = out_dir.join(format!("{}.img", manifest.stem));
+    let Ok(built) = std::fs::metadata(&image).and_then(|m| m.modified()) else {
+        return Ok(true);
+    };
+    if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
+        return Ok(true);
+    }
+    for input in inputs(&manifest)? {
+        let changed = std::fs::symlink_metadata(&input)
+            .and_then(|m| m.modified())
+            .map_err(|source| Error::Io {
+                path: input.clone(),
+                op: "stat",
+                source,
+            })?;
+        if changed > built {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// Turns an image error the manifest caused into one naming its key.
 fn blame(manifest: &Manifest, source_key: &'static str, e: bootimage::Error) -> Error {
     use bootimage::HeaderError::*;

@@ -190,3 +190,25 @@ fn bad_inputs_name_the_manifest_and_key_and_leave_nothing() {
         "missing.toml: read: No such file or directory (os error 2)"
     );
 }
+
+#[test]
+fn staleness_follows_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("root")).unwrap();
+    fs::write(dir.path().join("root/a"), b"a").unwrap();
+    let m = dir.path().join("m.toml");
+    fs::write(
+        &m,
+        "name = \"x\"\n[source]\ndirectory = \"root\"\nmin-size = \"1MiB\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    assert!(bootimage_build::is_stale(&m, &out).unwrap(), "no image yet");
+    build(&m, &out).unwrap();
+    assert!(!bootimage_build::is_stale(&m, &out).unwrap());
+    // A newer input makes it stale again.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    fs::write(dir.path().join("root/b"), b"b").unwrap();
+    assert!(bootimage_build::is_stale(&m, &out).unwrap());
+}

@@ -4,7 +4,9 @@
 //!   (default: every `config/images/*.toml`) into `target/bootimage/`.
 //! - `cargo xtask inspect IMAGE`: print and verify an image, like `lookimage`.
 //! - `cargo xtask ci`: formatting, clippy with `-D warnings`, and every test.
-//! - `cargo xtask bench image [RAW]`: timings of the release tools.
+//! - `cargo xtask bench image [RAW]`, `cargo xtask bench netboot`: timings
+//!   of the release tools.
+//! - `cargo xtask serve --nic NIC`, `cargo xtask demo`: the boot server.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,6 +14,7 @@ use std::process::ExitCode;
 mod bench;
 mod netbench;
 mod rusage;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use xshell::{cmd, Shell};
@@ -45,6 +48,40 @@ enum Command {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
     Ci,
+    /// Build what is stale, then run the release bootserver on NIC (needs
+    /// root or CAP_NET_RAW)
+    Serve {
+        /// Network interface to serve on
+        #[arg(long)]
+        nic: String,
+        /// Serve this image to every sled [default: --config]
+        #[arg(long, conflicts_with = "config")]
+        image: Option<PathBuf>,
+        /// Server configuration [default: config/bootserver.toml]
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// More bootserver flags, after `--` (e.g. -- --json -s)
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// Boot emulated sleds from the default image over a private bridge in
+    /// network namespaces, then remove everything (root, Linux)
+    Demo {
+        /// Sled hosts (network namespaces)
+        #[arg(long, default_value_t = 2)]
+        hosts: usize,
+        /// Emulated sleds per host
+        #[arg(long, default_value_t = 2)]
+        sleds: usize,
+        /// Probability that the sleds lose a frame, each way (watch the
+        /// re-requests)
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+        /// Use the bootserver and sledsim in DIR instead of building
+        /// release ones
+        #[arg(long, value_name = "DIR")]
+        bin_dir: Option<PathBuf>,
+    },
     /// Benchmarks of release builds on realistic data (programs, not tests)
     Bench {
         #[command(subcommand)]
@@ -121,7 +158,7 @@ fn image(manifests: Vec<PathBuf>) -> Result<()> {
 }
 
 /// Every `*.toml` in `dir`, sorted.
-fn default_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn default_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))? {
         let p = entry?.path();
@@ -168,6 +205,25 @@ fn main() -> ExitCode {
             r.map_err(Into::into)
         }
         Command::Ci => ci(),
+        Command::Serve {
+            nic,
+            image,
+            config,
+            extra,
+        } => serve::serve(nic, image, config, extra),
+        Command::Demo {
+            hosts,
+            sleds,
+            loss,
+            bin_dir,
+        } => {
+            // Ctrl-C: stop the sleds and server, remove the namespaces.
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let flag = stop.clone();
+            let _ =
+                ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
+            serve::demo(hosts, sleds, loss, bin_dir, stop)
+        }
         Command::Bench {
             what: Bench::Image { raw, runs },
         } => bench::image(raw, runs),

@@ -1,0 +1,236 @@
+//! `cargo xtask serve --nic NIC` and `cargo xtask demo`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use netboot::lab::Lab;
+use xshell::{cmd, Shell};
+
+use crate::{Result, Workspace};
+
+/// Builds every default manifest whose image is stale into
+/// `TARGET/bootimage`; returns the directory.
+fn build_stale_images(ws: &Workspace) -> Result<PathBuf> {
+    let out = ws.target.join("bootimage");
+    std::fs::create_dir_all(&out)?;
+    for manifest in crate::default_manifests(&ws.root.join("config/images"))? {
+        if bootimage_build::is_stale(&manifest, &out)? {
+            let built = bootimage_build::build(&manifest, &out)?;
+            eprintln!("xtask: built {}", built.image.display());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether this process may open raw sockets: root, or CAP_NET_RAW.
+fn has_net_raw() -> bool {
+    const CAP_NET_RAW: u32 = 13;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_RAW) != 0)
+}
+
+pub fn serve(
+    nic: String,
+    image: Option<PathBuf>,
+    config: Option<PathBuf>,
+    extra: Vec<String>,
+) -> Result<()> {
+    if !Path::new("/sys/class/net").join(&nic).exists() {
+        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        return Err(format!("no such NIC: {nic} (this host has: {})", names.join(", ")).into());
+    }
+    if !has_net_raw() {
+        return Err(format!(
+            "serving on {nic} needs CAP_NET_RAW: run `sudo cargo xtask serve --nic {nic}`, or grant \
+             the built server the capability once (`sudo setcap cap_net_raw+ep target/release/bootserver`) \
+             and run it directly"
+        )
+        .into());
+    }
+    let ws = crate::workspace()?;
+    build_stale_images(&ws)?;
+    let sh = Shell::new()?;
+    sh.change_dir(&ws.root);
+    cmd!(
+        sh,
+        "cargo build --release --quiet -p netboot --bin bootserver"
+    )
+    .run()?;
+    let bootserver = ws.target.join("release/bootserver");
+    let mut c = Command::new(&bootserver);
+    match (image, config) {
+        (Some(image), _) => c.arg(&nic).arg(image).arg("any"),
+        (None, config) => c
+            .arg("--config")
+            .arg(config.unwrap_or_else(|| ws.root.join("config/bootserver.toml")))
+            .arg("--link")
+            .arg(&nic),
+    };
+    c.args(extra);
+    eprintln!("xtask: {c:?}");
+    let status = c.status()?;
+    if !status.success() {
+        return Err(format!("bootserver exited with {status}").into());
+    }
+    Ok(())
+}
+
+/// Kills what is still running and waits for it.
+fn reap(children: &mut Vec<(String, Child)>) {
+    for (_, c) in children.iter_mut() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+    children.clear();
+}
+
+/// Waits for every child (or Ctrl-C); returns their names and statuses.
+fn wait_all(
+    children: &mut Vec<(String, Child)>,
+    stop: &AtomicBool,
+    timeout: Duration,
+) -> Result<Vec<(String, ExitStatus)>> {
+    let start = std::time::Instant::now();
+    let mut done = Vec::new();
+    while !children.is_empty() {
+        if stop.load(Ordering::Relaxed) {
+            reap(children);
+            return Err("interrupted".into());
+        }
+        if start.elapsed() > timeout {
+            reap(children);
+            return Err(format!("timed out after {} s", timeout.as_secs()).into());
+        }
+        let mut i = 0;
+        while i < children.len() {
+            if let Some(status) = children[i].1.try_wait()? {
+                let (name, _) = children.remove(i);
+                done.push((name, status));
+            } else {
+                i += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(done)
+}
+
+/// The demo: a private bridge in network namespaces, the server and
+/// `hosts` hosts of `per_host` emulated sleds, all booting the default
+/// image. Everything created is removed, even on failure or Ctrl-C.
+pub fn demo(
+    hosts: usize,
+    per_host: usize,
+    loss: f64,
+    bin_dir: Option<PathBuf>,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
+    if !has_net_raw() {
+        return Err("the demo makes network namespaces and raw sockets: run it as root (sudo cargo xtask demo)".into());
+    }
+    let ws = crate::workspace()?;
+    let out = build_stale_images(&ws)?;
+    let image = out.join("demo.img");
+    let bin = match bin_dir {
+        Some(d) => d,
+        None => {
+            let sh = Shell::new()?;
+            sh.change_dir(&ws.root);
+            cmd!(sh, "cargo build --release --quiet -p netboot --bins").run()?;
+            ws.target.join("release")
+        }
+    };
+    let names: Vec<String> = (0..hosts).map(|i| format!("s{i}")).collect();
+    let mut all = vec!["srv"];
+    all.extend(names.iter().map(String::as_str));
+    let prefix = format!("xd{}", std::process::id() % 100_000);
+    let lab = Lab::create(&prefix, &all)?;
+    println!(
+        "demo: bridge in namespace {prefix}-sw; server in {prefix}-srv; {hosts} sled host(s) with {per_host} sled(s) each"
+    );
+    let mut children: Vec<(String, Child)> = Vec::new();
+    let result = (|| -> Result<()> {
+        let mut server = Command::new("ip")
+            .args(["netns", "exec", &lab.ns("srv")])
+            .arg(bin.join("bootserver"))
+            .args(["-t", "120", "eth0"])
+            .arg(&image)
+            .arg("any")
+            .stdout(Stdio::piped())
+            .spawn()?;
+        // Wait for the server to be up (it prints "serving on ...").
+        use std::io::BufRead;
+        let mut lines = std::io::BufReader::new(server.stdout.take().expect("piped")).lines();
+        children.push(("bootserver".into(), server));
+        match lines.next() {
+            Some(Ok(l)) => println!("server: {l}"),
+            _ => return Err("bootserver did not start".into()),
+        }
+        let log = std::thread::spawn(move || {
+            for l in lines.map_while(|l| l.ok()) {
+                println!("server: {l}");
+            }
+        });
+        let mut sleds = Vec::new();
+        for (h, name) in names.iter().enumerate() {
+            sleds.push((
+                format!("sledsim on {name}"),
+                Command::new("ip")
+                    .args(["netns", "exec", &lab.ns(name)])
+                    .arg(bin.join("sledsim"))
+                    .args([
+                        "--link",
+                        "eth0",
+                        "--timeout",
+                        "60",
+                        "--count",
+                        &per_host.to_string(),
+                    ])
+                    .args(["--mac", &format!("02:5e:00:00:{h:02x}:01")])
+                    .args(["--loss", &loss.to_string(), "--seed", &h.to_string()])
+                    .arg("--image")
+                    .arg(&image)
+                    .spawn()?,
+            ));
+        }
+        let mut sleds_vec = sleds;
+        let results = wait_all(&mut sleds_vec, &stop, Duration::from_secs(90));
+        reap(&mut sleds_vec);
+        reap(&mut children);
+        let _ = log.join();
+        let results = results?;
+        let failed: Vec<&String> = results
+            .iter()
+            .filter(|(_, s)| !s.success())
+            .map(|(n, _)| n)
+            .collect();
+        if !failed.is_empty() {
+            return Err(format!("not every sled booted: {failed:?}").into());
+        }
+        println!(
+            "demo: all {} sleds booted and verified the image",
+            hosts * per_host
+        );
+        Ok(())
+    })();
+    reap(&mut children);
+    drop(lab);
+    println!("demo: removed the namespaces and links it made");
+    result
+}
