@@ -146,7 +146,8 @@ impl PacketLink {
             revents: 0,
         };
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // A sub-millisecond wait rounds up, not to a busy loop.
+        // A sub-millisecond wait rounds up, not to a busy loop; a zero
+        // timeout only checks.
         let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
         // SAFETY: `pfd` is one valid pollfd for the duration of the call.
         let r = unsafe { libc::poll(&mut pfd, 1, ms) };
