@@ -26,6 +26,7 @@
 //! (sorted cpio entries, uid/gid 0, normalised modes, mtime 0 or
 //! `SOURCE_DATE_EPOCH`).
 
+mod archive;
 pub mod cpio;
 pub mod manifest;
 
@@ -33,7 +34,7 @@ use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use bootimage::header::hex;
-use bootimage::{AtomicFile, Header};
+use bootimage::Header;
 
 pub use manifest::{Manifest, Source};
 
@@ -52,7 +53,7 @@ pub enum Error {
     #[error("{}: {key}: {message}", path.display())]
     Field {
         path: PathBuf,
-        key: &'static str,
+        key: String,
         message: String,
     },
     #[error("{}: {key}: {source}", path.display())]
@@ -76,6 +77,12 @@ pub struct Built {
     pub manifest: Manifest,
     /// The boot image, `OUT/STEM.img`.
     pub image: PathBuf,
+    /// The raw checksum, when the manifest asks for one.
+    pub checksum_file: Option<PathBuf>,
+    /// The boot archive, when the manifest asks for one.
+    pub boot_archive: Option<PathBuf>,
+    /// The image archive, when the manifest asks for one.
+    pub image_archive: Option<PathBuf>,
     /// The image's header: sizes and checksum.
     pub header: Header,
     /// Every file and directory the image was built from, the manifest
@@ -94,90 +101,218 @@ pub fn source_date_epoch() -> Result<u32, Error> {
     }
 }
 
-/// Builds the image the manifest at `manifest` describes into `out_dir`.
+/// Builds everything the manifest at `manifest` describes into `out_dir`:
+/// the image, and the checksum file, boot archive and image archive it
+/// asks for. All outputs are made in a staging directory inside `out_dir`
+/// and renamed into place only once every one of them is complete; a
+/// failure leaves nothing behind.
 pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     let manifest = Manifest::load(manifest)?;
-    let image = out_dir.join(format!("{}.img", manifest.stem));
-    let mut inputs = vec![manifest.path.clone()];
+    let inputs = inputs(&manifest)?;
+    check_inputs(&manifest)?;
+    let mtime = source_date_epoch()?;
+    let staging = tempfile::Builder::new()
+        .prefix(&format!(".{}.staging.", manifest.stem))
+        .tempdir_in(out_dir)
+        .map_err(|source| Error::Io {
+            path: out_dir.to_owned(),
+            op: "create staging directory",
+            source,
+        })?;
+    let stage = |name: &str| staging.path().join(name);
+    let mut staged = Vec::new();
+
+    let image_name = format!("{}.img", manifest.stem);
     let noop = |_| {};
     let header = match &manifest.source {
         Source::File(path) => {
-            inputs.push(path.clone());
-            bootimage::make_image(path, &image, &manifest.spec, &noop)
+            bootimage::make_image(path, &stage(&image_name), &manifest.spec, &noop)
                 .map_err(|e| blame(&manifest, "source.file", e))?
         }
         Source::Directory { path, min_size } => {
-            let input_err = |source| Error::Input {
-                path: manifest.path.clone(),
-                key: "source.directory",
-                source,
-            };
-            let entries = cpio::walk(path).map_err(input_err)?;
-            inputs.push(path.clone());
-            inputs.extend(entries.iter().map(|e| path.join(e)));
-            let archive = out_dir.join(format!("{}.cpio", manifest.stem));
-            let mut f = AtomicFile::create(&archive)?;
-            let mut w = BufWriter::new(f.file());
-            cpio::write_newc(path, source_date_epoch()?, *min_size, &mut w).map_err(input_err)?;
-            w.flush().map_err(|source| Error::Io {
-                path: archive.clone(),
-                op: "write",
-                source,
+            let cpio_name = format!("{}.cpio", manifest.stem);
+            write_staged(&stage(&cpio_name), |w| {
+                cpio::write_newc(path, mtime, *min_size, w).map_err(|source| Error::Input {
+                    path: manifest.path.clone(),
+                    key: "source.directory",
+                    source,
+                })?;
+                Ok(())
             })?;
-            drop(w);
-            // The archive is kept (committed) only beside a finished image.
-            let header = bootimage::make_image(f.temporary_path(), &image, &manifest.spec, &noop)
-                .map_err(|e| blame(&manifest, "source.directory", e))?;
-            f.commit()?;
-            header
+            staged.push(cpio_name.clone());
+            bootimage::make_image(
+                &stage(&cpio_name),
+                &stage(&image_name),
+                &manifest.spec,
+                &noop,
+            )
+            .map_err(|e| blame(&manifest, "source.directory", e))?
         }
     };
+    staged.push(image_name.clone());
+    if let Some(name) = &manifest.checksum_file {
+        bootimage::write_checksum_file(&stage(name), &header.sha256)?;
+        staged.push(name.clone());
+    }
+    if let Some(b) = &manifest.boot_archive {
+        archive::write_boot_archive(&manifest, b, &header, mtime, &stage(&b.output))?;
+        staged.push(b.output.clone());
+    }
+    if let Some(a) = &manifest.image_archive {
+        archive::write_image_archive(
+            &manifest,
+            a,
+            &header,
+            &stage(&image_name),
+            mtime,
+            &stage(&a.output),
+        )?;
+        staged.push(a.output.clone());
+    }
+    // Everything is complete: move it into place.
+    for name in &staged {
+        std::fs::rename(stage(name), out_dir.join(name)).map_err(|source| Error::Io {
+            path: out_dir.join(name),
+            op: "rename into place",
+            source,
+        })?;
+    }
+    let out = |name: &Option<String>| name.as_ref().map(|n| out_dir.join(n));
     Ok(Built {
-        manifest,
-        image,
+        image: out_dir.join(&image_name),
+        checksum_file: out(&manifest.checksum_file),
+        boot_archive: out(&manifest.boot_archive.as_ref().map(|b| b.output.clone())),
+        image_archive: out(&manifest.image_archive.as_ref().map(|a| a.output.clone())),
         header,
         inputs,
+        manifest,
     })
 }
 
-/// Every file and directory the manifest's image is built from, the
+/// Writes a file through a buffered writer, flushing at the end.
+pub(crate) fn write_staged(
+    path: &Path,
+    body: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<(), Error>,
+) -> Result<(), Error> {
+    let io_err = |source| Error::Io {
+        path: path.to_owned(),
+        op: "write",
+        source,
+    };
+    let f = std::fs::File::create(path).map_err(io_err)?;
+    let mut w = BufWriter::with_capacity(1 << 20, f);
+    body(&mut w)?;
+    w.flush().map_err(io_err)?;
+    Ok(())
+}
+
+/// Checks, before any work, that every input the manifest names exists and
+/// is what it must be (the ROM exactly 32 MiB).
+fn check_inputs(m: &Manifest) -> Result<(), Error> {
+    let field = |key: String, message: String| Error::Field {
+        path: m.path.clone(),
+        key,
+        message,
+    };
+    let exists = |key: String, p: &Path, dir: bool| -> Result<u64, Error> {
+        match std::fs::metadata(p) {
+            Ok(md) if md.is_dir() == dir => Ok(md.len()),
+            Ok(_) => Err(field(
+                key,
+                format!(
+                    "{}: is not a {}",
+                    p.display(),
+                    if dir { "directory" } else { "file" }
+                ),
+            )),
+            Err(e) => Err(field(key, format!("{}: {e}", p.display()))),
+        }
+    };
+    if let Some(b) = &m.boot_archive {
+        if let Some(r) = &b.root {
+            exists("boot-archive.root".into(), r, true)?;
+        }
+        for (name, p) in &b.files {
+            exists(format!("boot-archive.files.{name:?}"), p, false)?;
+        }
+    }
+    if let Some(a) = &m.image_archive {
+        if let Some(rom) = &a.rom {
+            let size = exists("image-archive.rom".into(), rom, false)?;
+            if size != manifest::ROM_SIZE {
+                return Err(field(
+                    "image-archive.rom".into(),
+                    format!(
+                        "{}: is {size} bytes; the host boot ROM must be exactly {} (32 MiB)",
+                        rom.display(),
+                        manifest::ROM_SIZE
+                    ),
+                ));
+            }
+        }
+        for (name, p) in &a.extra {
+            exists(format!("image-archive.extra.{name:?}"), p, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every file and directory the manifest's outputs are built from, the
 /// manifest first (what [`Built::inputs`] will hold).
 pub fn inputs(manifest: &Manifest) -> Result<Vec<PathBuf>, Error> {
     let mut inputs = vec![manifest.path.clone()];
+    let tree = |key: &'static str, path: &Path, inputs: &mut Vec<PathBuf>| {
+        let entries = cpio::walk(path).map_err(|source| Error::Input {
+            path: manifest.path.clone(),
+            key,
+            source,
+        })?;
+        inputs.push(path.to_owned());
+        inputs.extend(entries.iter().map(|e| path.join(e)));
+        Ok::<_, Error>(())
+    };
     match &manifest.source {
         Source::File(path) => inputs.push(path.clone()),
-        Source::Directory { path, .. } => {
-            let entries = cpio::walk(path).map_err(|source| Error::Input {
-                path: manifest.path.clone(),
-                key: "source.directory",
-                source,
-            })?;
-            inputs.push(path.clone());
-            inputs.extend(entries.iter().map(|e| path.join(e)));
+        Source::Directory { path, .. } => tree("source.directory", path, &mut inputs)?,
+    }
+    if let Some(b) = &manifest.boot_archive {
+        if let Some(r) = &b.root {
+            if r.is_dir() {
+                tree("boot-archive.root", r, &mut inputs)?;
+            }
         }
+        inputs.extend(b.files.iter().map(|(_, p)| p.clone()));
+    }
+    if let Some(a) = &manifest.image_archive {
+        inputs.extend(a.rom.iter().cloned());
+        inputs.extend(a.extra.iter().map(|(_, p)| p.clone()));
     }
     Ok(inputs)
 }
 
-/// Whether `OUT/STEM.img` is missing or older than any input (or
-/// `SOURCE_DATE_EPOCH` is set, which the image's bytes depend on).
+/// Whether any output is missing or older than any input (or
+/// `SOURCE_DATE_EPOCH` is set, which the outputs' bytes depend on).
 pub fn is_stale(manifest_path: &Path, out_dir: &Path) -> Result<bool, Error> {
     let manifest = Manifest::load(manifest_path)?;
-    let image = out_dir.join(format!("{}.img", manifest.stem));
-    let Ok(built) = std::fs::metadata(&image).and_then(|m| m.modified()) else {
-        return Ok(true);
-    };
     if std::env::var_os("SOURCE_DATE_EPOCH").is_some() {
         return Ok(true);
     }
+    let mut outputs = vec![format!("{}.img", manifest.stem)];
+    outputs.extend(manifest.checksum_file.iter().cloned());
+    outputs.extend(manifest.boot_archive.iter().map(|b| b.output.clone()));
+    outputs.extend(manifest.image_archive.iter().map(|a| a.output.clone()));
+    let mut oldest = None;
+    for o in outputs {
+        let Ok(t) = std::fs::metadata(out_dir.join(o)).and_then(|m| m.modified()) else {
+            return Ok(true);
+        };
+        oldest = Some(oldest.map_or(t, |o: std::time::SystemTime| o.min(t)));
+    }
+    let Some(built) = oldest else { return Ok(true) };
     for input in inputs(&manifest)? {
-        let changed = std::fs::symlink_metadata(&input)
-            .and_then(|m| m.modified())
-            .map_err(|source| Error::Io {
-                path: input.clone(),
-                op: "stat",
-                source,
-            })?;
+        let Ok(changed) = std::fs::symlink_metadata(&input).and_then(|m| m.modified()) else {
+            return Ok(true);
+        };
         if changed > built {
             return Ok(true);
         }
@@ -188,9 +323,9 @@ pub fn is_stale(manifest_path: &Path, out_dir: &Path) -> Result<bool, Error> {
 /// Turns an image error the manifest caused into one naming its key.
 fn blame(manifest: &Manifest, source_key: &'static str, e: bootimage::Error) -> Error {
     use bootimage::HeaderError::*;
-    let field = |key, message| Error::Field {
+    let field = |key: &str, message| Error::Field {
         path: manifest.path.clone(),
-        key,
+        key: key.to_owned(),
         message,
     };
     match e {
@@ -222,9 +357,11 @@ fn blame(manifest: &Manifest, source_key: &'static str, e: bootimage::Error) -> 
 
 /// For `build.rs`: builds the manifest (relative to the package) into
 /// `OUT_DIR`, tells Cargo when to rebuild, exports
-/// `BOOTIMAGE_<STEM>_PATH` and `BOOTIMAGE_<STEM>_SHA256` (hex) to the crate,
-/// and writes `OUT_DIR/<stem>.rs` with `SHA256: [u8; 32]`, `SHA256_HEX` and
-/// `PATH` for `include!`.
+/// `BOOTIMAGE_<STEM>_PATH` and `BOOTIMAGE_<STEM>_SHA256` (hex) to the crate
+/// (and `_CHECKSUM_FILE`, `_BOOT_ARCHIVE`, `_IMAGE_ARCHIVE` when the
+/// manifest makes them), and writes `OUT_DIR/<stem>.rs` with
+/// `SHA256: [u8; 32]`, `SHA256_HEX`, `PATH`, `CHECKSUM_FILE`,
+/// `BOOT_ARCHIVE` and `IMAGE_ARCHIVE` for `include!`.
 pub fn build_script(manifest: impl AsRef<Path>) -> Result<Built, Error> {
     let out_dir = std::env::var_os("OUT_DIR").ok_or(Error::NoOutDir)?;
     build_script_to(manifest.as_ref(), Path::new(&out_dir), &mut io::stdout())
@@ -259,6 +396,20 @@ pub fn build_script_to(
     )
     .map_err(stdout_err)?;
     writeln!(cargo, "cargo:rustc-env=BOOTIMAGE_{var}_SHA256={sum}").map_err(stdout_err)?;
+    for (what, path) in [
+        ("CHECKSUM_FILE", &built.checksum_file),
+        ("BOOT_ARCHIVE", &built.boot_archive),
+        ("IMAGE_ARCHIVE", &built.image_archive),
+    ] {
+        if let Some(p) = path {
+            writeln!(
+                cargo,
+                "cargo:rustc-env=BOOTIMAGE_{var}_{what}={}",
+                p.display()
+            )
+            .map_err(stdout_err)?;
+        }
+    }
     let rs = out_dir.join(format!("{}.rs", built.manifest.stem));
     bootimage::write_file(&rs, rust_constants(&built).as_bytes())?;
     Ok(built)
@@ -291,10 +442,25 @@ fn rust_constants(built: &Built) -> String {
          /// [`SHA256`] as lower-case hex.\n\
          pub const SHA256_HEX: &str = {hex:?};\n\
          /// The built boot image.\n\
-         pub const PATH: &str = {path:?};\n",
+         pub const PATH: &str = {path:?};\n\
+         /// The raw checksum file, if the manifest asks for one.\n\
+         pub const CHECKSUM_FILE: Option<&str> = {csum:?};\n\
+         /// The boot archive (with boot_image_csum), if the manifest asks for one.\n\
+         pub const BOOT_ARCHIVE: Option<&str> = {boot:?};\n\
+         /// The image archive (NAME.tar.gz), if the manifest asks for one.\n\
+         pub const IMAGE_ARCHIVE: Option<&str> = {archive:?};\n",
         manifest = built.manifest.path.display().to_string(),
         bytes = bytes.join(", "),
         hex = hex(&built.header.sha256),
         path = built.image.display().to_string(),
+        csum = built
+            .checksum_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+        boot = built.boot_archive.as_ref().map(|p| p.display().to_string()),
+        archive = built
+            .image_archive
+            .as_ref()
+            .map(|p| p.display().to_string()),
     )
 }

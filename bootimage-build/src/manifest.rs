@@ -7,15 +7,31 @@
 //! compress = true                # optional, default false
 //! level = 9                      # optional zlib level, 1..9
 //!
+//! checksum-file = "boot_image_csum" # optional: OUT/NAME gets the 32 raw digest bytes
+//!
 //! [source]
 //! directory = "demo"             # packed as a newc cpio archive ...
 //! min-size = "1MiB"              # ... padded with zeros to at least this
 //! # file = "rootfs.img"          # or: a raw image, used as it is
+//!
+//! [boot-archive]                 # optional: an odc cpio archive with boot_image_csum
+//! output = "boot.cpio.gz"        # file name in OUT (default STEM.boot.cpio[.gz])
+//! root = "proto/boot"            # a directory packed whole (optional)
+//! files = { "platform/kernel/unix" = "proto/unix" }  # archive path = file (optional)
+//! compress = true                # gzip, deterministic (default false)
+//!
+//! [image-archive]                # optional: the rack's update archive
+//! output = "os.tar.gz"           # file name in OUT (default STEM.tar.gz)
+//! name = "helios"                # oxide.json "i.name" (default: the image name)
+//! rom = "rom.bin"                # image/rom, exactly 32 MiB (optional)
+//! extra = { "unix.z" = "proto/unix.z" }  # more image/ members (optional)
+//! info = { version = "1.0.0" }   # more oxide.json "i" entries (optional)
 //! ```
 //!
-//! Paths are relative to the manifest's directory.
+//! Paths are relative to the manifest's directory and may not leave it.
 
-use std::path::{Path, PathBuf};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
 
 use bootimage::header::{DEFAULT_DATASET, DEFAULT_TARGET_SIZE};
 use bootimage::{parse_size, ImageSpec};
@@ -31,7 +47,59 @@ struct Raw {
     target_size: Option<SizeValue>,
     compress: Option<bool>,
     level: Option<u32>,
+    checksum_file: Option<String>,
     source: RawSource,
+    boot_archive: Option<RawBootArchive>,
+    image_archive: Option<RawImageArchive>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBootArchive {
+    output: Option<String>,
+    root: Option<PathBuf>,
+    #[serde(default)]
+    files: BTreeMap<String, PathBuf>,
+    compress: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawImageArchive {
+    output: Option<String>,
+    name: Option<String>,
+    rom: Option<PathBuf>,
+    #[serde(default)]
+    extra: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    info: BTreeMap<String, String>,
+}
+
+/// The exact size `image/rom` must have.
+pub const ROM_SIZE: u64 = 32 << 20;
+
+/// The boot archive to make: odc cpio with `boot_image_csum` added.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootArchive {
+    /// File name in the output directory.
+    pub output: String,
+    pub root: Option<PathBuf>,
+    /// (path in the archive, file on disk), sorted.
+    pub files: Vec<(String, PathBuf)>,
+    pub gzip: bool,
+}
+
+/// The image archive to make: `oxide.json`, `image/zfs.img` and more.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageArchive {
+    pub output: String,
+    /// `oxide.json`'s `i.name`.
+    pub name: String,
+    pub rom: Option<PathBuf>,
+    /// (name under `image/`, file on disk), sorted.
+    pub extra: Vec<(String, PathBuf)>,
+    /// More `i` entries.
+    pub info: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +138,80 @@ pub struct Manifest {
     pub stem: String,
     pub spec: ImageSpec,
     pub source: Source,
+    /// File name in the output directory for the raw checksum.
+    pub checksum_file: Option<String>,
+    pub boot_archive: Option<BootArchive>,
+    pub image_archive: Option<ImageArchive>,
+}
+
+/// Resolves `p` against the manifest's directory `dir`: relative, and not
+/// leaving `dir` (lexically, nor through a symbolic link when it exists).
+fn inside(manifest: &Path, dir: &Path, key: &str, p: &Path) -> Result<PathBuf, Error> {
+    let err = |why: &str| Error::Field {
+        path: manifest.to_owned(),
+        key: key.to_owned(),
+        message: format!("{}: {why}", p.display()),
+    };
+    if p.is_absolute() {
+        return Err(err(
+            "absolute paths are not allowed: paths are relative to the manifest's directory",
+        ));
+    }
+    let mut depth = 0i32;
+    for c in p.components() {
+        match c {
+            Component::ParentDir => depth -= 1,
+            Component::Normal(_) => depth += 1,
+            _ => {}
+        }
+        if depth < 0 {
+            return Err(err("leaves the manifest's directory"));
+        }
+    }
+    let full = dir.join(p);
+    if let (Ok(real), Ok(base)) = (full.canonicalize(), dir.canonicalize()) {
+        if !real.starts_with(&base) {
+            return Err(err(
+                "leads out of the manifest's directory (through a symbolic link)",
+            ));
+        }
+    }
+    Ok(full)
+}
+
+/// An output file name: a plain name, no directories.
+fn output_name(manifest: &Path, key: &str, name: &str) -> Result<String, Error> {
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+        return Err(Error::Field {
+            path: manifest.to_owned(),
+            key: key.to_owned(),
+            message: format!(
+                "{name:?} must be a plain file name (it is written to the output directory)"
+            ),
+        });
+    }
+    Ok(name.to_owned())
+}
+
+/// A member path inside an archive: relative, no `.` or `..`, no empty
+/// components.
+fn member_name(manifest: &Path, key: &str, name: &str) -> Result<String, Error> {
+    let ok = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains('\0')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..");
+    if !ok {
+        return Err(Error::Field {
+            path: manifest.to_owned(),
+            key: key.to_owned(),
+            message: format!(
+                "{name:?} is not a relative member path (no leading /, no . or .. components)"
+            ),
+        });
+    }
+    Ok(name.to_owned())
 }
 
 impl Manifest {
@@ -88,9 +230,9 @@ impl Manifest {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
-        let field = |key: &'static str, message: String| Error::Field {
+        let field = |key: &str, message: String| Error::Field {
             path: path.to_owned(),
-            key,
+            key: key.to_owned(),
             message,
         };
         let size = |key, v: SizeValue| match v {
@@ -142,10 +284,10 @@ impl Manifest {
                         "applies only to a directory source".into(),
                     ));
                 }
-                Source::File(dir.join(file))
+                Source::File(inside(path, &dir, "source.file", &file)?)
             }
             (None, Some(d)) => Source::Directory {
-                path: dir.join(d),
+                path: inside(path, &dir, "source.directory", &d)?,
                 min_size: match s.min_size {
                     Some(v) => size("source.min-size", v)?,
                     None => 0,
@@ -158,11 +300,101 @@ impl Manifest {
                 ))
             }
         };
+        let checksum_file = raw
+            .checksum_file
+            .map(|n| output_name(path, "checksum-file", &n))
+            .transpose()?;
+        let boot_archive = match raw.boot_archive {
+            None => None,
+            Some(b) => {
+                let gzip = b.compress.unwrap_or(false);
+                let default = format!("{stem}.boot.cpio{}", if gzip { ".gz" } else { "" });
+                let root = b
+                    .root
+                    .map(|r| inside(path, &dir, "boot-archive.root", &r))
+                    .transpose()?;
+                let mut files = Vec::new();
+                for (name, file) in b.files {
+                    let key = format!("boot-archive.files.{name:?}");
+                    let name = member_name(path, &key, &name)?;
+                    files.push((name, inside(path, &dir, &key, &file)?));
+                }
+                Some(BootArchive {
+                    output: output_name(path, "boot-archive.output", &b.output.unwrap_or(default))?,
+                    root,
+                    files,
+                    gzip,
+                })
+            }
+        };
+        let image_archive = match raw.image_archive {
+            None => None,
+            Some(a) => {
+                let mut extra = Vec::new();
+                for (name, file) in a.extra {
+                    let key = format!("image-archive.extra.{name:?}");
+                    if name.contains('/') || name == "zfs.img" || name == "rom" {
+                        return Err(field(
+                            &key,
+                            format!("image/{name} is not a plain extra member (zfs.img and rom are the archive's own; no directories)"),
+                        ));
+                    }
+                    let name = member_name(path, &key, &name)?;
+                    extra.push((name, inside(path, &dir, &key, &file)?));
+                }
+                for reserved in ["name", "checksum"] {
+                    if a.info.contains_key(reserved) {
+                        return Err(field(
+                            &format!("image-archive.info.{reserved}"),
+                            format!(
+                                "\"{reserved}\" is set by the build (duplicate oxide.json entry)"
+                            ),
+                        ));
+                    }
+                }
+                Some(ImageArchive {
+                    output: output_name(
+                        path,
+                        "image-archive.output",
+                        &a.output.unwrap_or_else(|| format!("{stem}.tar.gz")),
+                    )?,
+                    name: a.name.unwrap_or_else(|| raw.name.clone()),
+                    rom: a
+                        .rom
+                        .map(|r| inside(path, &dir, "image-archive.rom", &r))
+                        .transpose()?,
+                    extra,
+                    info: a.info,
+                })
+            }
+        };
+        // Outputs may not overwrite each other.
+        let mut outputs = vec![
+            ("(the image)".to_string(), format!("{stem}.img")),
+            ("(the image's cpio)".to_string(), format!("{stem}.cpio")),
+        ];
+        if let Some(c) = &checksum_file {
+            outputs.push(("checksum-file".into(), c.clone()));
+        }
+        if let Some(b) = &boot_archive {
+            outputs.push(("boot-archive.output".into(), b.output.clone()));
+        }
+        if let Some(a) = &image_archive {
+            outputs.push(("image-archive.output".into(), a.output.clone()));
+        }
+        for (i, (key, name)) in outputs.iter().enumerate() {
+            if let Some((other, _)) = outputs[..i].iter().find(|(_, n)| n == name) {
+                return Err(field(key, format!("output {name:?} is also {other}")));
+            }
+        }
         Ok(Manifest {
             path: path.to_owned(),
             stem,
             spec,
             source,
+            checksum_file,
+            boot_archive,
+            image_archive,
         })
     }
 }

@@ -70,6 +70,12 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    #[error("{}: {member}: {message}", path.display())]
+    Archive {
+        path: PathBuf,
+        member: String,
+        message: String,
+    },
     #[error("compression level {level} is out of range (1 to 9)")]
     Level { level: u32 },
 }

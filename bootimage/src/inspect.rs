@@ -4,6 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::archive::Kind;
 use crate::{report, Error, Image};
 
 /// How to inspect.
@@ -15,10 +16,28 @@ pub struct InspectOptions {
     pub json: bool,
 }
 
-/// Prints what `path` holds to `out` and verifies it unless told not to.
-/// The header lines are printed before verification starts, as the previous
-/// tool did, so a failing image still shows what it claims.
+/// Prints what `path` holds to `out` and verifies it unless told not to:
+/// a boot image, an image archive (`NAME.tar.gz`) or a boot archive (whose
+/// `boot_image_csum` is compared with `against`'s checksum when given).
 pub fn inspect(
+    path: &Path,
+    opts: InspectOptions,
+    against: Option<&Path>,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(), Error> {
+    match crate::archive::detect(path)? {
+        Kind::Image => inspect_image(path, opts, out, progress),
+        Kind::ImageArchive => crate::archive::inspect_image_archive(path, opts, out, progress),
+        Kind::BootArchive { gzip } => {
+            crate::archive::inspect_boot_archive(path, gzip, against, opts.json, out)
+        }
+    }
+}
+
+/// A boot image: the header lines are printed before verification starts,
+/// as the previous tool did, so a failing image still shows what it claims.
+fn inspect_image(
     path: &Path,
     opts: InspectOptions,
     out: &mut dyn Write,

@@ -9,6 +9,7 @@
 //!
 //! Nothing here reads a whole image into memory.
 
+pub mod archive;
 mod atomic;
 mod error;
 pub mod header;
@@ -27,4 +28,4 @@ pub use header::{Flags, Header, HeaderError, Name, NameError, Version};
 pub use inspect::{inspect, InspectOptions};
 pub use make::{make_image, make_image_from, write_checksum_file, ImageSpec, DEFAULT_LEVEL};
 pub use size::{parse_size, SizeError};
-pub use verify::{read_header, unpack_payload, verify_payload, Image};
+pub use verify::{read_header, unpack_payload, verify_payload, verify_payload_serial, Image};

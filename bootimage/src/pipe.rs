@@ -2,6 +2,7 @@
 //! writing) on two threads, through a fixed set of recycled buffers, so that
 //! memory stays bounded whatever the image size.
 
+use std::cell::RefCell;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread;
 
@@ -18,22 +19,82 @@ impl Chunk {
 }
 
 /// The producer's end: take an empty buffer, fill it, send it.
+pub(crate) trait Sink {
+    /// An empty buffer, once the consumer has finished with one; `None`
+    /// when the consumer has stopped, and the producer should too.
+    fn take(&self) -> Option<Vec<u8>>;
+    /// Hands `len` bytes of `buf` to the consumer; `false` when the consumer
+    /// has stopped.
+    fn send(&self, buf: Vec<u8>, len: usize) -> bool;
+}
+
+/// The producer's end of [`overlap`], across threads.
 pub(crate) struct Feed {
     free: Receiver<Vec<u8>>,
     full: SyncSender<Chunk>,
 }
 
-impl Feed {
-    /// An empty buffer, once the consumer has finished with one; `None`
-    /// when the consumer has stopped, and the producer should too.
-    pub fn take(&self) -> Option<Vec<u8>> {
+impl Sink for Feed {
+    fn take(&self) -> Option<Vec<u8>> {
         self.free.recv().ok()
     }
 
-    /// Hands `len` bytes of `buf` to the consumer; `false` when the consumer
-    /// has stopped.
-    pub fn send(&self, buf: Vec<u8>, len: usize) -> bool {
+    fn send(&self, buf: Vec<u8>, len: usize) -> bool {
         self.full.send(Chunk { buf, len }).is_ok()
+    }
+}
+
+/// The producer's end of [`serial`]: the consumer runs inside `send`.
+struct Direct<'a, E> {
+    consume: RefCell<&'a mut dyn FnMut(&[u8]) -> Result<(), E>>,
+    failed: RefCell<Option<E>>,
+    spare: RefCell<Option<Vec<u8>>>,
+    size: usize,
+}
+
+impl<E> Sink for Direct<'_, E> {
+    fn take(&self) -> Option<Vec<u8>> {
+        if self.failed.borrow().is_some() {
+            return None;
+        }
+        Some(
+            self.spare
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| vec![0u8; self.size]),
+        )
+    }
+
+    fn send(&self, buf: Vec<u8>, len: usize) -> bool {
+        let r = (self.consume.borrow_mut())(&buf[..len]);
+        *self.spare.borrow_mut() = Some(buf);
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                *self.failed.borrow_mut() = Some(e);
+                false
+            }
+        }
+    }
+}
+
+/// [`overlap`] on one thread, for producers that cannot move to another
+/// (a reader borrowed from an archive).
+pub(crate) fn serial<T, E>(
+    size: usize,
+    produce: impl FnOnce(&dyn Sink) -> Result<T, E>,
+    mut consume: impl FnMut(&[u8]) -> Result<(), E>,
+) -> Result<T, E> {
+    let direct = Direct {
+        consume: RefCell::new(&mut consume),
+        failed: RefCell::new(None),
+        spare: RefCell::new(None),
+        size,
+    };
+    let produced = produce(&direct);
+    match direct.failed.into_inner() {
+        Some(e) => Err(e),
+        None => produced,
     }
 }
 
@@ -44,7 +105,7 @@ impl Feed {
 pub(crate) fn overlap<T: Send, E: Send>(
     size: usize,
     depth: usize,
-    produce: impl FnOnce(&Feed) -> Result<T, E> + Send,
+    produce: impl FnOnce(&dyn Sink) -> Result<T, E> + Send,
     mut consume: impl FnMut(&[u8]) -> Result<(), E>,
 ) -> Result<T, E> {
     let (free_tx, free_rx) = sync_channel(depth);
@@ -56,10 +117,11 @@ pub(crate) fn overlap<T: Send, E: Send>(
     let (full_tx, full_rx) = sync_channel(depth);
     thread::scope(|s| {
         let producer = s.spawn(move || {
-            produce(&Feed {
+            let feed = Feed {
                 free: free_rx,
                 full: full_tx,
-            })
+            };
+            produce(&feed)
         });
         let mut failed = None;
         for chunk in full_rx.iter() {
@@ -133,6 +195,43 @@ mod tests {
             |_| Err("full disk"),
         );
         assert_eq!(r, Err("full disk"));
+    }
+
+    #[test]
+    fn serial_passes_every_byte_and_stops_on_a_consumer_error() {
+        let mut seen = Vec::new();
+        let n = serial(
+            3,
+            |feed| {
+                let mut sent = 0;
+                for i in 0..4u8 {
+                    let mut b = feed.take().unwrap();
+                    b[..3].copy_from_slice(&[i; 3]);
+                    assert!(feed.send(b, 3));
+                    sent += 1;
+                }
+                Ok::<_, ()>(sent)
+            },
+            |d| {
+                seen.extend_from_slice(d);
+                Ok(())
+            },
+        );
+        assert_eq!(n, Ok(4));
+        assert_eq!(seen, [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]);
+        let r: Result<(), &str> = serial(
+            3,
+            |feed| {
+                while let Some(b) = feed.take() {
+                    if !feed.send(b, 1) {
+                        break;
+                    }
+                }
+                Ok(())
+            },
+            |_| Err("stop"),
+        );
+        assert_eq!(r, Err("stop"));
     }
 
     #[test]

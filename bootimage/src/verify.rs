@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use crate::header::{hex, Header, HEADER_LEN};
 use crate::make::CHUNK;
-use crate::pipe::{overlap, Feed};
+use crate::pipe::{overlap, serial, Sink};
 use crate::Error;
 
 /// An image file whose header has been decoded.
@@ -67,7 +67,42 @@ pub fn verify_payload(
     path: &Path,
     progress: &dyn Fn(u64),
 ) -> Result<(), Error> {
-    check_payload(header, payload, path, progress, None)
+    check_payload(header, path, progress, None, |consume| {
+        overlap(
+            CHUNK,
+            4,
+            |feed| produce(header, payload, path, feed),
+            consume,
+        )
+    })
+}
+
+/// [`verify_payload`] on one thread, for a reader that cannot move to
+/// another (a member borrowed from an archive).
+pub fn verify_payload_serial(
+    header: &Header,
+    payload: impl Read,
+    path: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    check_payload(header, path, progress, None, |consume| {
+        serial(CHUNK, |feed| produce(header, payload, path, feed), consume)
+    })
+}
+
+/// Reads (and inflates) the payload into `feed`; returns how many bytes
+/// follow it.
+fn produce(
+    header: &Header,
+    payload: impl Read,
+    path: &Path,
+    feed: &dyn Sink,
+) -> Result<u64, Error> {
+    if header.flags.compressed() {
+        inflate(header, payload, path, feed)
+    } else {
+        copy(header.data_size, payload, path, feed)
+    }
 }
 
 /// Like [`verify_payload`], and writes the uncompressed image to `out` as
@@ -80,28 +115,30 @@ pub fn unpack_payload(
     out: &mut dyn Write,
     out_name: &Path,
 ) -> Result<(), Error> {
-    check_payload(header, payload, path, &|_| {}, Some((out, out_name)))
+    check_payload(header, path, &|_| {}, Some((out, out_name)), |consume| {
+        overlap(
+            CHUNK,
+            4,
+            |feed| produce(header, payload, path, feed),
+            consume,
+        )
+    })
 }
 
+/// Runs the pipeline `run` with a consumer that hashes (and writes to
+/// `out`), then checks what it saw against `header`.
 fn check_payload(
     header: &Header,
-    payload: impl Read + Send,
     path: &Path,
     progress: &dyn Fn(u64),
     mut out: Option<(&mut dyn Write, &Path)>,
+    run: impl FnOnce(&mut dyn FnMut(&[u8]) -> Result<(), Error>) -> Result<u64, Error>,
 ) -> Result<(), Error> {
     header.check().map_err(Error::header(path))?;
     let data_size = header.data_size;
     let mut hasher = Sha256::new();
     let mut hashed = 0u64;
-    let produce = |feed: &Feed| {
-        if header.flags.compressed() {
-            inflate(header, payload, path, feed)
-        } else {
-            copy(data_size, payload, path, feed)
-        }
-    };
-    let extra = overlap(CHUNK, 4, produce, |data| {
+    let extra = run(&mut |data| {
         if let Some((w, name)) = &mut out {
             w.write_all(data).map_err(Error::io(name, "write"))?;
         }
@@ -137,7 +174,7 @@ fn check_payload(
 
 /// Feeds the `data_size` payload bytes of a plain image; returns how many
 /// bytes follow them.
-fn copy(data_size: u64, payload: impl Read, path: &Path, feed: &Feed) -> Result<u64, Error> {
+fn copy(data_size: u64, payload: impl Read, path: &Path, feed: &dyn Sink) -> Result<u64, Error> {
     let mut payload = payload.take(data_size);
     let mut read = 0u64;
     while let Some(mut buf) = feed.take() {
@@ -160,7 +197,12 @@ fn copy(data_size: u64, payload: impl Read, path: &Path, feed: &Feed) -> Result<
 /// Inflates the zlib stream in the `data_size` payload bytes and feeds what
 /// it yields; checks that the stream ends exactly at the end of the payload.
 /// Returns how many bytes follow the payload.
-fn inflate(header: &Header, payload: impl Read, path: &Path, feed: &Feed) -> Result<u64, Error> {
+fn inflate(
+    header: &Header,
+    payload: impl Read,
+    path: &Path,
+    feed: &dyn Sink,
+) -> Result<u64, Error> {
     let data_size = header.data_size;
     let mut payload = payload.take(data_size);
     let mut input = vec![0u8; CHUNK];
@@ -246,7 +288,7 @@ fn count_rest(mut reader: impl Read, path: &Path) -> Result<u64, Error> {
 
 /// Fills `buf` as far as `reader` allows; returns the bytes read (less than
 /// `buf.len()` only at end of input).
-pub(crate) fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut len = 0;
     while len < buf.len() {
         match reader.read(&mut buf[len..]) {

@@ -36,7 +36,8 @@ enum Command {
         /// Manifests to build [default: every config/images/*.toml]
         manifests: Vec<PathBuf>,
     },
-    /// Print an image's header and verify it, like lookimage
+    /// Print and verify an image, image archive or boot archive, like
+    /// lookimage
     Inspect {
         /// Skip verifying the payload
         #[arg(short = 's', long = "skip-checksum")]
@@ -44,6 +45,10 @@ enum Command {
         /// Print one JSON object instead
         #[arg(long)]
         json: bool,
+        /// With a boot archive: the image its boot_image_csum must match
+        #[arg(long = "image", value_name = "IMAGE")]
+        against: Option<PathBuf>,
+        /// Boot image, image archive (NAME.tar.gz) or boot archive
         image: PathBuf,
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
@@ -153,6 +158,15 @@ fn image(manifests: Vec<PathBuf>) -> Result<()> {
         if let Some(line) = bootimage::report::ratio_line(&built.header) {
             print!("    {line}");
         }
+        for (what, path) in [
+            ("checksum file", &built.checksum_file),
+            ("boot archive", &built.boot_archive),
+            ("image archive", &built.image_archive),
+        ] {
+            if let Some(p) = path {
+                println!("    {what}: {}", p.display());
+            }
+        }
     }
     Ok(())
 }
@@ -190,6 +204,7 @@ fn main() -> ExitCode {
         Command::Inspect {
             skip_checksum,
             json,
+            against,
             image,
         } => {
             let bar = bootimage::progress::bar(0, "verify");
@@ -197,10 +212,16 @@ fn main() -> ExitCode {
                 skip_verify: skip_checksum,
                 json,
             };
-            let r = bootimage::inspect(&image, opts, &mut std::io::stdout(), &|done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            });
+            let r = bootimage::inspect(
+                &image,
+                opts,
+                against.as_deref(),
+                &mut std::io::stdout(),
+                &|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                },
+            );
             bar.finish_and_clear();
             r.map_err(Into::into)
         }
