@@ -54,16 +54,23 @@ fn write_consumer(dir: &Path) {
              let hex: String = image::SHA256.iter().map(|b| format!(\"{b:02x}\")).collect();\n    \
              println!(\"{hex}\");\n    println!(\"{}\", image::SHA256_HEX);\n    \
              println!(\"{}\", env!(\"BOOTIMAGE_IMAGE_SHA256\"));\n    \
-             println!(\"{}\", image::PATH);\n    println!(\"{}\", env!(\"BOOTIMAGE_IMAGE_PATH\"));\n}\n"
+             println!(\"{}\", image::PATH);\n    println!(\"{}\", env!(\"BOOTIMAGE_IMAGE_PATH\"));\n    \
+             println!(\"{}\", image::BOOT_ARCHIVE.unwrap());\n    \
+             println!(\"{}\", env!(\"BOOTIMAGE_IMAGE_IMAGE_ARCHIVE\"));\n    \
+             println!(\"{}\", image::CHECKSUM_FILE.unwrap());\n}\n"
                 .into(),
         ),
         (
             "image.toml",
             "name = \"firmware-embedded\"\ntarget-size = \"8MiB\"\ncompress = true\n\
-             [source]\ndirectory = \"root\"\nmin-size = \"1MiB\"\n"
+             checksum-file = \"boot_image_csum\"\n\
+             [source]\ndirectory = \"root\"\nmin-size = \"1MiB\"\n\
+             [boot-archive]\nroot = \"boot\"\n\
+             [image-archive]\ninfo = { version = \"0.1.0\" }\n"
                 .into(),
         ),
         ("root/etc/motd", "hello from the firmware's ramdisk\n".into()),
+        ("boot/platform/kernel", "a kernel\n".into()),
     ];
     for (name, text) in files {
         let p = dir.join(name);
@@ -74,7 +81,8 @@ fn write_consumer(dir: &Path) {
     fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
 }
 
-fn lookimage_sum(image: &str) -> String {
+/// Runs the nested-built `lookimage` with `args`; its standard output.
+fn lookimage(args: &[&str]) -> String {
     let st = cargo()
         .args([
             "build",
@@ -89,16 +97,20 @@ fn lookimage_sum(image: &str) -> String {
         .unwrap();
     assert!(st.success());
     let out = Command::new(target_dir().join("debug/lookimage"))
-        .arg(image)
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "{}",
+        "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn lookimage_sum(image: &str) -> String {
+    lookimage(&[image])
+        .lines()
         .find_map(|l| l.strip_prefix("image sum = "))
         .unwrap()
         .to_owned()
@@ -130,7 +142,7 @@ fn build_script_embeds_the_checksum_lookimage_reports() {
     write_consumer(dir.path());
 
     let lines = run_consumer(dir.path(), None);
-    assert_eq!(lines.len(), 5, "{lines:?}");
+    assert_eq!(lines.len(), 8, "{lines:?}");
     let (array_hex, const_hex, env_hex) = (&lines[0], &lines[1], &lines[2]);
     assert_eq!(array_hex.len(), 64);
     assert_eq!(array_hex, const_hex);
@@ -138,6 +150,28 @@ fn build_script_embeds_the_checksum_lookimage_reports() {
     assert_eq!(lines[3], lines[4]);
     assert!(lines[3].ends_with("/image.img"), "{}", lines[3]);
     assert_eq!(&lookimage_sum(&lines[3]), array_hex);
+    // The archives' paths reach the crate too, and the archives check out.
+    let (boot, archive, csum) = (&lines[5], &lines[6], &lines[7]);
+    assert!(boot.ends_with("/image.boot.cpio"), "{boot}");
+    assert!(archive.ends_with("/image.tar.gz"), "{archive}");
+    assert_eq!(
+        bootimage::header::hex(&std::fs::read(csum).unwrap()),
+        *array_hex
+    );
+    let text = lookimage(&["--image", &lines[3], boot]);
+    assert_eq!(
+        text,
+        format!("boot_image_csum = {array_hex}\nmatches {}\n", lines[3])
+    );
+    let text = lookimage(&[archive]);
+    assert!(
+        text.contains("verified: image/zfs.img matches its header and oxide.json"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("checksum = {array_hex}\n")),
+        "{text}"
+    );
 
     // SOURCE_DATE_EPOCH reaches the archive: a different checksum, and the
     // same one again for the same epoch (rerun-if-env-changed).

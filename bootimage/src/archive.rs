@@ -92,6 +92,13 @@ pub fn inspect_image_archive(
             .to_string_lossy()
             .into_owned();
         let size = entry.header().size().map_err(read_err)?;
+        if members.iter().any(|(n, _)| *n == name) {
+            return Err(member_error(
+                path,
+                &name,
+                "appears twice in the archive".into(),
+            ));
+        }
         members.push((name.clone(), size));
         if i == 0 {
             if name != "oxide.json" {
@@ -114,6 +121,9 @@ pub fn inspect_image_archive(
             continue;
         }
         if name == "image/zfs.img" {
+            if entry.header().entry_type() != tar::EntryType::Regular {
+                return Err(member_error(path, &name, "is not a regular file".into()));
+            }
             let member = format!("{}:image/zfs.img", path.display());
             let member = Path::new(&member);
             let header = read_header(&mut entry, member)?;

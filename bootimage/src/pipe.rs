@@ -44,9 +44,12 @@ impl Sink for Feed {
     }
 }
 
+/// A consumer of chunks.
+type Consume<'a, E> = &'a mut dyn FnMut(&[u8]) -> Result<(), E>;
+
 /// The producer's end of [`serial`]: the consumer runs inside `send`.
 struct Direct<'a, E> {
-    consume: RefCell<&'a mut dyn FnMut(&[u8]) -> Result<(), E>>,
+    consume: RefCell<Consume<'a, E>>,
     failed: RefCell<Option<E>>,
     spare: RefCell<Option<Vec<u8>>>,
     size: usize,

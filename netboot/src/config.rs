@@ -72,7 +72,7 @@ pub enum ConfigError {
     Image {
         path: PathBuf,
         key: String,
-        source: ImageError,
+        source: Box<ImageError>,
     },
 }
 
@@ -115,7 +115,7 @@ impl Config {
                 .map_err(|source| ConfigError::Image {
                     path: path.to_owned(),
                     key,
-                    source,
+                    source: Box::new(source),
                 })
         };
         for (i, img) in raw.image.iter().enumerate() {
