@@ -6,6 +6,9 @@
 //! default = "demo"              # image for unknown MACs; omit to refuse them
 //! max-sessions = 1024           # optional
 //! idle-timeout-secs = 60        # optional
+//! max-reads-per-sec = 20000     # optional, per sled
+//! resend-after-ms = 20          # optional; 0 turns resending off
+//! resend-rounds = 3             # optional
 //!
 //! [[image]]
 //! name = "demo"
@@ -32,6 +35,9 @@ struct Raw {
     default: Option<String>,
     max_sessions: Option<usize>,
     idle_timeout_secs: Option<u64>,
+    max_reads_per_sec: Option<u32>,
+    resend_after_ms: Option<u64>,
+    resend_rounds: Option<u32>,
     #[serde(default)]
     image: Vec<RawImage>,
     #[serde(default)]
@@ -165,6 +171,11 @@ impl Config {
                 idle_timeout: raw
                     .idle_timeout_secs
                     .map_or(defaults.idle_timeout, Duration::from_secs),
+                max_reads_per_sec: raw.max_reads_per_sec.unwrap_or(defaults.max_reads_per_sec),
+                resend_after: raw
+                    .resend_after_ms
+                    .map_or(defaults.resend_after, Duration::from_millis),
+                resend_rounds: raw.resend_rounds.unwrap_or(defaults.resend_rounds),
             },
         })
     }

@@ -66,7 +66,11 @@ pub fn serve(
         if opts.timeout.is_some_and(|t| now >= t) {
             return Ok(ServeEnd::TimedOut);
         }
-        link.recv(&mut batch, Duration::from_millis(50))?;
+        let wait = server
+            .next_deadline(now)
+            .saturating_sub(now)
+            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+        link.recv(&mut batch, wait)?;
         let now = start.elapsed();
         for frame in batch.frames() {
             server.handle(now, frame, &mut out);
@@ -75,12 +79,12 @@ pub fn serve(
                 out.clear();
             }
         }
+        server.poll(now, &mut out);
         if !out.is_empty() {
             link.send(&out)?;
             out.clear();
         }
         if now >= next_poll {
-            server.poll(now);
             server.refresh_images();
             next_poll = now + Duration::from_secs(1);
         }

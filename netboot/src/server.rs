@@ -11,13 +11,25 @@ use crate::image::{Catalog, Choice, ServedImage};
 use crate::wire::{self, EthFrame, Kind, Mac, Repr, DATA_CHUNK, ETHERTYPE};
 use crate::Outbox;
 
-/// Limits that keep a misbehaving segment from exhausting the server.
+/// Limits that keep a misbehaving segment from exhausting the server, and
+/// the server's loss recovery.
 #[derive(Clone, Debug)]
 pub struct Limits {
     /// A session not heard from for this long is dropped.
     pub idle_timeout: Duration,
-    /// At most this many sessions at once; HELLOs beyond it are ignored.
+    /// At most this many sessions at once. When full, a new sled takes the
+    /// place of the longest-silent one that never sent a READ; if every
+    /// session is booting, it is ignored until one ends.
     pub max_sessions: usize,
+    /// READs a second one sled may send; more are dropped. A sled at full
+    /// speed on 10 GbE sends under 10,000.
+    pub max_reads_per_sec: u32,
+    /// After a batch, if the sled sends no READ for this long, send the
+    /// batch again (and the next one): a lost frame then costs the sled
+    /// this, not the client's 1 s timer. Zero turns it off.
+    pub resend_after: Duration,
+    /// How many times to resend one batch (each wait twice the last).
+    pub resend_rounds: u32,
 }
 
 impl Default for Limits {
@@ -25,6 +37,9 @@ impl Default for Limits {
         Limits {
             idle_timeout: Duration::from_secs(60),
             max_sessions: 1024,
+            max_reads_per_sec: 20_000,
+            resend_after: Duration::from_millis(20),
+            resend_rounds: 3,
         }
     }
 }
@@ -52,10 +67,13 @@ pub enum Event {
         elapsed: Duration,
         bytes: u64,
     },
-    /// Re-requests from a sled (lost frames); one event per burst.
+    /// Retransmissions for a sled (lost frames), at most one event a
+    /// second: blocks the sled asked for again, and batches the server
+    /// resent when the sled went quiet.
     Retransmit {
         mac: Mac,
         blocks: u64,
+        resent: u64,
     },
     Reset {
         mac: Mac,
@@ -132,8 +150,12 @@ impl Event {
                 "seconds": elapsed.as_secs_f64(),
                 "mb_per_s": rate(*bytes, *elapsed),
             }),
-            Event::Retransmit { mac, blocks } => {
-                json!({ "mac": mac.to_string(), "blocks": blocks })
+            Event::Retransmit {
+                mac,
+                blocks,
+                resent,
+            } => {
+                json!({ "mac": mac.to_string(), "blocks": blocks, "resent": resent })
             }
             Event::Reset { mac, reason } => json!({ "mac": mac.to_string(), "reason": reason }),
             Event::Ignored { mac, why } => json!({ "mac": mac.to_string(), "why": why }),
@@ -177,9 +199,14 @@ impl std::fmt::Display for Event {
                 elapsed.as_secs_f64(),
                 rate(*bytes, *elapsed)
             ),
-            Event::Retransmit { mac, blocks } => {
-                write!(f, "RETRANSMIT {mac}: {blocks} blocks asked for again")
-            }
+            Event::Retransmit {
+                mac,
+                blocks,
+                resent,
+            } => write!(
+                f,
+                "RETRANSMIT {mac}: {blocks} blocks asked for again, {resent} batches resent"
+            ),
             Event::Reset { mac, reason } => write!(f, "RESET {mac}: {reason}"),
             Event::Refused { mac } => write!(f, "REFUSED {mac}: not in the configuration"),
             Event::Ignored { mac, why } => write!(f, "IGNORED frame from {mac}: {why}"),
@@ -205,9 +232,97 @@ pub struct Session {
     pub sent: u64,
     /// The highest image offset served so far (progress).
     pub high: u64,
-    /// Re-requested blocks not yet reported.
+    /// Batches resent because the sled seemed stuck.
+    pub resent_batches: u64,
+    /// Re-requested blocks and resent batches not yet reported.
     pending_retransmits: u64,
+    pending_resent: u64,
     last_retransmit_report: Option<Duration>,
+    /// The last dense batch served, for resending.
+    batch: Option<Batch>,
+    /// Whether the sled has sent a READ (it is booting, not just asking).
+    reading: bool,
+    /// READ rate limit: tokens and when they were counted.
+    tokens: f64,
+    bucket_at: Duration,
+    dropped_reads: u64,
+}
+
+/// The READ bucket's size: a tenth of a second's worth, at least 16.
+fn burst(rate: f64) -> f64 {
+    (rate / 10.0).max(16.0)
+}
+
+/// A dense batch and its resending state.
+#[derive(Clone, Copy, Debug)]
+struct Batch {
+    first: u64,
+    sent_at: Duration,
+    rounds: u32,
+}
+
+/// Sends DATA for `offsets` of `image` to `mac`. A dense batch within the
+/// image (`dense_from`) is read from the image in one piece.
+#[allow(clippy::too_many_arguments)]
+fn send_data(
+    scratch: &mut [u8],
+    image: &ServedImage,
+    from: Mac,
+    mac: Mac,
+    offsets: &[u64],
+    dense_from: Option<u64>,
+    session: &mut Session,
+    out: &mut Outbox,
+    events: &mut Vec<Event>,
+) {
+    let size = image.size();
+    let mut base = 0u64;
+    let mut loaded = 0usize;
+    if let Some(first) = dense_from.filter(|&f| f < size) {
+        let len = (size - first).min(scratch.len() as u64) as usize;
+        if let Err(e) = image.read_exact_at(&mut scratch[..len], first) {
+            events.push(Event::ReadError {
+                mac,
+                image: image.name.clone(),
+                error: e.to_string(),
+            });
+            return;
+        }
+        base = first;
+        loaded = len;
+    }
+    for &offset in offsets {
+        // Offsets at or past the end get an empty DATA: the client's EOF.
+        let len = if offset >= size {
+            0
+        } else {
+            (size - offset).min(DATA_CHUNK as u64) as usize
+        };
+        let bytes: &[u8] = if len == 0 {
+            &[]
+        } else if offset >= base && offset - base + len as u64 <= loaded as u64 {
+            let at = (offset - base) as usize;
+            &scratch[at..at + len]
+        } else {
+            let buf = &mut scratch[..len];
+            if let Err(e) = image.read_exact_at(buf, offset) {
+                events.push(Event::ReadError {
+                    mac,
+                    image: image.name.clone(),
+                    error: e.to_string(),
+                });
+                continue;
+            }
+            // The scratch buffer no longer holds the batch.
+            loaded = 0;
+            buf
+        };
+        out.push(mac, from, &Repr::Data { offset, bytes });
+        session.sent += len as u64;
+        session.high = session
+            .high
+            .max(offset.saturating_add(len as u64).min(size));
+    }
 }
 
 /// The server state machine.
@@ -309,10 +424,13 @@ impl Server {
                 return;
             }
         };
-        if !self.sessions.contains_key(&mac) && self.sessions.len() >= self.limits.max_sessions {
+        if !self.sessions.contains_key(&mac) && !self.make_room(now) {
             self.events.push(Event::Ignored {
                 mac,
-                why: format!("HELLO: {} sessions already", self.sessions.len()),
+                why: format!(
+                    "HELLO: {} sessions already, all of them booting",
+                    self.sessions.len()
+                ),
             });
             return;
         }
@@ -332,10 +450,10 @@ impl Server {
             // Serve the sled's image rather than kill the boot.
             match self.catalog.choose(mac) {
                 Choice::Serve(img) => {
-                    if self.sessions.len() >= self.limits.max_sessions {
+                    if !self.make_room(now) {
                         self.events.push(Event::Ignored {
                             mac,
-                            why: "READ: too many sessions".into(),
+                            why: format!("READ: {} sessions already", self.sessions.len()),
                         });
                         return;
                     }
@@ -361,82 +479,85 @@ impl Server {
             return;
         };
         session.last_seen = now;
+        session.reading = true;
+        // Per-sled READ rate limit (a token bucket): a flood from one MAC
+        // cannot take the link from the others.
+        let rate = self.limits.max_reads_per_sec as f64;
+        let elapsed = now.saturating_sub(session.bucket_at).as_secs_f64();
+        session.tokens = (session.tokens + elapsed * rate).min(burst(rate));
+        session.bucket_at = now;
+        if session.tokens < 1.0 {
+            session.dropped_reads += 1;
+            if session.dropped_reads == 1 {
+                self.events.push(Event::Ignored {
+                    mac,
+                    why: format!(
+                        "READs over the limit of {} a second (dropping them)",
+                        self.limits.max_reads_per_sec
+                    ),
+                });
+            }
+            return;
+        }
+        session.tokens -= 1.0;
         let image = session.image.clone();
-        let size = image.size();
 
-        let offsets: Vec<u64> = read.requested().collect();
-        // A re-request is sparse: fewer entries than a full batch, or not
-        // the dense run a new batch is.
+        // A new batch is dense: 128 consecutive offsets at the slot indices.
+        // Anything else is a re-request of lost frames.
         let dense = read.count == wire::READ_SLOTS as u64
             && read
                 .offsets
                 .windows(2)
                 .all(|w| w[1] == w[0].wrapping_add(DATA_CHUNK as u64));
-        if !dense {
-            session.pending_retransmits += offsets.len() as u64;
-        }
-
-        // A dense batch within the image is one contiguous read.
-        let first = offsets.first().copied().unwrap_or(0);
-        let contiguous = dense && first < size;
-        let mut base = 0u64;
-        let mut loaded = 0usize;
-        if contiguous {
-            let len = (size - first).min((wire::READ_SLOTS * DATA_CHUNK) as u64) as usize;
-            if let Err(e) = image.read_exact_at(&mut self.scratch[..len], first) {
-                self.events.push(Event::ReadError {
-                    mac,
-                    image: image.name.clone(),
-                    error: e.to_string(),
-                });
-                return;
-            }
-            base = first;
-            loaded = len;
-        }
-        for offset in offsets {
-            // Offsets at or past the end get an empty DATA: the client's EOF.
-            let len = if offset >= size {
-                0
-            } else {
-                (size - offset).min(DATA_CHUNK as u64) as usize
-            };
-            let bytes: &[u8] = if len == 0 {
-                &[]
-            } else if offset >= base && offset - base + len as u64 <= loaded as u64 {
-                let at = (offset - base) as usize;
-                &self.scratch[at..at + len]
-            } else {
-                let buf = &mut self.scratch[..len];
-                if let Err(e) = image.read_exact_at(buf, offset) {
-                    self.events.push(Event::ReadError {
-                        mac,
-                        image: image.name.clone(),
-                        error: e.to_string(),
-                    });
-                    continue;
-                }
-                // The scratch buffer no longer holds the batch.
-                loaded = 0;
-                buf
-            };
-            out.push(mac, self.mac, &Repr::Data { offset, bytes });
-            session.sent += len as u64;
-            session.high = session
-                .high
-                .max(offset.saturating_add(len as u64).min(size));
-        }
-        let report = session.pending_retransmits > 0
-            && session
-                .last_retransmit_report
-                .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
-        if report {
-            self.events.push(Event::Retransmit {
-                mac,
-                blocks: session.pending_retransmits,
+        let offsets: Vec<u64> = read.requested().collect();
+        if dense {
+            session.batch = Some(Batch {
+                first: read.offsets[0],
+                sent_at: now,
+                rounds: 0,
             });
-            session.pending_retransmits = 0;
-            session.last_retransmit_report = Some(now);
+        } else {
+            session.pending_retransmits += offsets.len() as u64;
+            // The client is re-requesting: it has what it will get of
+            // the batch otherwise; stop resending on its behalf.
+            if let Some(b) = &mut session.batch {
+                b.sent_at = now;
+            }
+        }
+        let first = if dense { Some(read.offsets[0]) } else { None };
+        send_data(
+            &mut self.scratch,
+            &image,
+            self.mac,
+            mac,
+            &offsets,
+            first,
+            session,
+            out,
+            &mut self.events,
+        );
+        session.report_retransmits(now, mac, &mut self.events);
+    }
+
+    /// Makes room for one more session if the limit is reached, by
+    /// dropping the longest-silent session that never sent a READ (a HELLO
+    /// flood cannot lock real sleds out). False if every session is busy.
+    fn make_room(&mut self, _now: Duration) -> bool {
+        if self.sessions.len() < self.limits.max_sessions {
+            return true;
+        }
+        let victim = self
+            .sessions
+            .iter()
+            .filter(|(_, s)| !s.reading)
+            .min_by_key(|(_, s)| s.last_seen)
+            .map(|(m, _)| *m);
+        match victim {
+            Some(m) => {
+                self.sessions.remove(&m);
+                true
+            }
+            None => false,
         }
     }
 
@@ -471,8 +592,10 @@ impl Server {
         }
     }
 
-    /// Timers: drops sessions idle for longer than the limit.
-    pub fn poll(&mut self, now: Duration) {
+    /// Timers: resends batches a sled seems stuck on (see [`Limits`]), and
+    /// drops sessions idle for longer than the limit. Call it at least as
+    /// often as [`Server::next_deadline`] says.
+    pub fn poll(&mut self, now: Duration, out: &mut Outbox) {
         let timeout = self.limits.idle_timeout;
         let events = &mut self.events;
         self.sessions.retain(|mac, s| {
@@ -485,10 +608,80 @@ impl Server {
             }
             keep
         });
+        let after = self.limits.resend_after;
+        if after.is_zero() {
+            return;
+        }
+        for (mac, s) in self.sessions.iter_mut() {
+            let Some(b) = &mut s.batch else { continue };
+            if b.rounds >= self.limits.resend_rounds || now < b.sent_at + after * (1 << b.rounds) {
+                continue;
+            }
+            // No READ since this batch went out: the sled is waiting for
+            // frames that were lost, or its next READ was. Send the batch
+            // again and the one after it; the client keeps what it waits
+            // for and drops the rest.
+            b.rounds += 1;
+            b.sent_at = now;
+            let first = b.first;
+            let image = s.image.clone();
+            let batch = (wire::READ_SLOTS * DATA_CHUNK) as u64;
+            for start in [first, first.saturating_add(batch)] {
+                let offsets: Vec<u64> = (0..wire::READ_SLOTS as u64)
+                    .map(|i| start.saturating_add(i * DATA_CHUNK as u64))
+                    .collect();
+                send_data(
+                    &mut self.scratch,
+                    &image,
+                    self.mac,
+                    *mac,
+                    &offsets,
+                    Some(start),
+                    s,
+                    out,
+                    events,
+                );
+            }
+            s.resent_batches += 1;
+            s.pending_resent += 1;
+            s.report_retransmits(now, *mac, events);
+        }
+    }
+
+    /// The latest time [`Server::poll`] should next run.
+    pub fn next_deadline(&self, now: Duration) -> Duration {
+        let mut at = now + Duration::from_secs(1);
+        if !self.limits.resend_after.is_zero() {
+            for s in self.sessions.values() {
+                if let Some(b) = &s.batch {
+                    if b.rounds < self.limits.resend_rounds {
+                        at = at.min(b.sent_at + self.limits.resend_after * (1 << b.rounds));
+                    }
+                }
+            }
+        }
+        at.max(now)
     }
 }
 
 impl Session {
+    /// One event a second at most for a sled's retransmissions.
+    fn report_retransmits(&mut self, now: Duration, mac: Mac, events: &mut Vec<Event>) {
+        let due = self
+            .last_retransmit_report
+            .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
+        if due && (self.pending_retransmits > 0 || self.pending_resent > 0) {
+            events.push(Event::Retransmit {
+                mac,
+                blocks: self.pending_retransmits,
+                resent: self.pending_resent,
+            });
+            self.pending_retransmits = 0;
+            self.pending_resent = 0;
+            self.last_retransmit_report = Some(now);
+        }
+    }
+
     fn new(image: Arc<ServedImage>, now: Duration) -> Session {
         Session {
             image,
@@ -496,8 +689,15 @@ impl Session {
             last_seen: now,
             sent: 0,
             high: 0,
+            resent_batches: 0,
             pending_retransmits: 0,
+            pending_resent: 0,
             last_retransmit_report: None,
+            batch: None,
+            reading: false,
+            tokens: f64::INFINITY,
+            bucket_at: now,
+            dropped_reads: 0,
         }
     }
 }

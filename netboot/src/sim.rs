@@ -210,6 +210,8 @@ impl Sim {
                         if let Some(server) = &mut self.server {
                             server.handle(self.now, &frame, &mut self.out);
                             self.events.extend(server.drain_events());
+                            self.next_server_poll =
+                                self.next_server_poll.min(server.next_deadline(self.now));
                             self.transmit(true);
                         }
                     }
@@ -225,10 +227,15 @@ impl Sim {
                 self.transmit(false);
             } else {
                 if let Some(server) = &mut self.server {
-                    server.poll(self.now);
+                    server.poll(self.now, &mut self.out);
                     self.events.extend(server.drain_events());
+                    self.next_server_poll = server
+                        .next_deadline(self.now)
+                        .max(self.now + Duration::from_micros(100));
+                    self.transmit(true);
+                } else {
+                    self.next_server_poll = self.now + Duration::from_secs(1);
                 }
-                self.next_server_poll = self.now + Duration::from_secs(1);
             }
         }
     }
