@@ -3,10 +3,21 @@
 //! own) with one veth-connected namespace per host; everything it creates
 //! is removed when it is dropped.
 
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::link::packet::PacketLink;
+use crate::link::{Link, RecvBatch};
+use crate::sim::Rng;
+use crate::wire::{EthFrame, Mac};
+use crate::Outbox;
 
 /// Runs `ip ARGS`, failing with its message.
 pub fn ip(args: &[&str]) -> io::Result<()> {
@@ -46,10 +57,13 @@ pub fn in_namespace<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> io::Resu
     })
 }
 
-/// A bridge and hosts, each host a namespace with an `eth0` on the bridge.
+/// A switch namespace and hosts, each host a namespace whose `eth0` is a
+/// veth to a port in the switch namespace: on a bridge there, or (for a
+/// [`FaultySwitch`]) on nothing.
 pub struct Lab {
     prefix: String,
     hosts: Vec<String>,
+    bridged: bool,
 }
 
 impl Lab {
@@ -57,12 +71,29 @@ impl Lab {
     /// each host. `prefix` must be short (interface names are limited to
     /// 15 bytes). Needs root.
     pub fn create(prefix: &str, hosts: &[&str]) -> io::Result<Lab> {
+        Lab::make(prefix, hosts, true)
+    }
+
+    /// Like [`Lab::create`], but the ports are left unconnected for a
+    /// [`FaultySwitch`] to join.
+    pub fn create_unbridged(prefix: &str, hosts: &[&str]) -> io::Result<Lab> {
+        Lab::make(prefix, hosts, false)
+    }
+
+    fn make(prefix: &str, hosts: &[&str], bridged: bool) -> io::Result<Lab> {
         let mut lab = Lab {
             prefix: prefix.to_owned(),
             hosts: Vec::new(),
+            bridged,
         };
         let sw = lab.switch();
         ip(&["netns", "add", &sw])?;
+        if !bridged {
+            for host in hosts {
+                lab.add_host(host)?;
+            }
+            return Ok(lab);
+        }
         ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
         ip(&["-n", &sw, "link", "set", "br0", "up"])?;
         // A plain Ethernet switch: no iptables hooks on bridged frames
@@ -90,6 +121,11 @@ impl Lab {
         format!("{}-{host}", self.prefix)
     }
 
+    /// The switch-side port of `host`.
+    pub fn port(&self, host: &str) -> String {
+        format!("{}{host}", self.prefix)
+    }
+
     /// Adds a host: a namespace whose `eth0` is a veth to the bridge.
     pub fn add_host(&mut self, host: &str) -> io::Result<()> {
         let ns = self.ns(host);
@@ -105,7 +141,11 @@ impl Lab {
         ip(&[
             "-n", &sw, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns,
         ])?;
-        ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+        if self.bridged {
+            ip(&["-n", &sw, "link", "set", &port, "master", "br0", "up"])?;
+        } else {
+            ip(&["-n", &sw, "link", "set", &port, "up"])?;
+        }
         ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &ns, "link", "set", "lo", "up"])?;
         Ok(())
@@ -157,5 +197,236 @@ impl Drop for Lab {
             let _ = ip(&["netns", "del", ns]);
         }
         let _ = ip(&["netns", "del", &self.switch()]);
+    }
+}
+
+/// Faults the [`FaultySwitch`] applies to each frame it forwards.
+#[derive(Clone, Debug, Default)]
+pub struct SwitchFaults {
+    /// Probability that a frame is dropped (each way).
+    pub loss: f64,
+    /// Probability that a frame is forwarded twice.
+    pub duplicate: f64,
+    /// Probability that a frame is held back by up to `jitter`, so that
+    /// frames behind it overtake it.
+    pub reorder: f64,
+    pub jitter: Duration,
+    /// Latency added to every frame.
+    pub latency: Duration,
+    pub seed: u64,
+}
+
+/// What the switch did.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    pub forwarded: AtomicU64,
+    pub dropped: AtomicU64,
+    pub duplicated: AtomicU64,
+}
+
+type Queued = Reverse<(Instant, u64, usize, Vec<u8>)>;
+
+/// A userspace Ethernet switch between the server's host and the sleds'
+/// hosts of an unbridged [`Lab`], forwarding with seeded loss,
+/// duplication, reordering and delay (the kernel here has no netem). It
+/// can also take the whole segment down and bring it back.
+pub struct FaultySwitch {
+    stop: Arc<AtomicBool>,
+    down: Arc<AtomicBool>,
+    pub stats: Arc<SwitchStats>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl FaultySwitch {
+    /// Starts forwarding between `server`'s port and the `sleds`' ports.
+    pub fn start(
+        lab: &Lab,
+        server: &str,
+        sleds: &[&str],
+        faults: SwitchFaults,
+    ) -> io::Result<FaultySwitch> {
+        let ns = lab.switch();
+        let mut ports = vec![lab.port(server)];
+        ports.extend(sleds.iter().map(|h| lab.port(h)));
+        let stop = Arc::new(AtomicBool::new(false));
+        let down = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(SwitchStats::default());
+        let queue = Arc::new((Mutex::new(BinaryHeap::<Queued>::new()), Condvar::new()));
+        let table = Arc::new(Mutex::new(HashMap::<Mac, usize>::new()));
+        let seq = Arc::new(AtomicU64::new(0));
+        let mut threads = Vec::new();
+        // Open every socket first, so that forwarding starts at once.
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, port) in ports.iter().enumerate() {
+            let (ns, port, stop, down, stats, queue, table, seq, faults, tx) = (
+                ns.clone(),
+                port.clone(),
+                stop.clone(),
+                down.clone(),
+                stats.clone(),
+                queue.clone(),
+                table.clone(),
+                seq.clone(),
+                faults.clone(),
+                tx.clone(),
+            );
+            let n = ports.len();
+            threads.push(std::thread::spawn(move || {
+                let opened = enter_namespace(&ns)
+                    .and_then(|()| PacketLink::open(&port, true).map_err(io::Error::other));
+                let mut link = match opened {
+                    Ok(l) => {
+                        let _ = tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut rng = Rng::new(faults.seed.wrapping_add(i as u64 * 7919));
+                let mut batch = RecvBatch::new(64);
+                batch.accept_other_hosts = true;
+                while !stop.load(Ordering::Relaxed) {
+                    if link.recv(&mut batch, Duration::from_millis(10)).is_err() {
+                        // The port is down (a pulled cable): wait for it.
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                    for frame in batch.frames() {
+                        let Ok(eth) = EthFrame::parse(frame) else {
+                            continue;
+                        };
+                        let outs: Vec<usize> = if i == 0 {
+                            match table.lock().expect("table").get(&eth.dst) {
+                                Some(&p) if !eth.dst.is_broadcast() => vec![p],
+                                _ => (1..n).collect(),
+                            }
+                        } else {
+                            table.lock().expect("table").insert(eth.src, i);
+                            vec![0]
+                        };
+                        for out in outs {
+                            if down.load(Ordering::Relaxed) || rng.chance(faults.loss) {
+                                stats.dropped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
+                            let copies = if rng.chance(faults.duplicate) {
+                                stats.duplicated.fetch_add(1, Ordering::Relaxed);
+                                2
+                            } else {
+                                1
+                            };
+                            for _ in 0..copies {
+                                let mut delay = faults.latency;
+                                if rng.chance(faults.reorder) {
+                                    let j = faults.jitter.as_nanos() as u64;
+                                    delay += Duration::from_nanos(rng.below(j.max(1)));
+                                }
+                                let s = seq.fetch_add(1, Ordering::Relaxed);
+                                let (q, cv) = &*queue;
+                                q.lock().expect("queue").push(Reverse((
+                                    Instant::now() + delay,
+                                    s,
+                                    out,
+                                    frame.to_vec(),
+                                )));
+                                cv.notify_one();
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        for _ in 0..ports.len() {
+            rx.recv().map_err(io::Error::other)??;
+        }
+        // The sender: frames leave when their time comes.
+        {
+            let (ns, stop, stats, queue, ports) = (
+                ns.clone(),
+                stop.clone(),
+                stats.clone(),
+                queue.clone(),
+                ports.clone(),
+            );
+            let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+            threads.push(std::thread::spawn(move || {
+                let links: io::Result<Vec<PacketLink>> = enter_namespace(&ns).and_then(|()| {
+                    ports
+                        .iter()
+                        .map(|p| PacketLink::open(p, false).map_err(io::Error::other))
+                        .collect()
+                });
+                let mut links = match links {
+                    Ok(l) => {
+                        let _ = ready_tx.send(Ok(()));
+                        l
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let mut outs: Vec<Outbox> = links.iter().map(|_| Outbox::new()).collect();
+                let (q, cv) = &*queue;
+                while !stop.load(Ordering::Relaxed) {
+                    {
+                        let mut heap = q.lock().expect("queue");
+                        let now = Instant::now();
+                        while let Some(Reverse((due, ..))) = heap.peek() {
+                            if *due > now {
+                                break;
+                            }
+                            let Some(Reverse((_, _, port, frame))) = heap.pop() else {
+                                break;
+                            };
+                            outs[port].push_raw(&frame);
+                        }
+                        if outs.iter().all(Outbox::is_empty) {
+                            let wait = heap
+                                .peek()
+                                .map(|Reverse((due, ..))| due.saturating_duration_since(now))
+                                .unwrap_or(Duration::from_millis(10))
+                                .min(Duration::from_millis(10));
+                            let _ = cv.wait_timeout(heap, wait).expect("queue");
+                            continue;
+                        }
+                    }
+                    for (link, out) in links.iter_mut().zip(outs.iter_mut()) {
+                        if !out.is_empty() {
+                            // A port that is down drops what it is given.
+                            let _ = link.send(out);
+                            stats
+                                .forwarded
+                                .fetch_add(out.len() as u64, Ordering::Relaxed);
+                            out.clear();
+                        }
+                    }
+                }
+            }));
+            ready_rx.recv().map_err(io::Error::other)??;
+        }
+        Ok(FaultySwitch {
+            stop,
+            down,
+            stats,
+            threads,
+        })
+    }
+
+    /// Takes the whole segment down (every frame dropped) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::Relaxed);
+    }
+}
+
+impl Drop for FaultySwitch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
     }
 }
