@@ -6,7 +6,8 @@
 //! default = "demo"              # image for unknown MACs; omit to refuse them
 //! max-sessions = 1024           # optional
 //! idle-timeout-secs = 60        # optional
-//! max-reads-per-sec = 20000     # optional, per sled
+//! max-reads-per-sec = 5000      # optional, per sled: new batches
+//! max-rereads-per-sec = 64      # optional, per sled: re-requests
 //! resend-after-ms = 20          # optional; 0 turns resending off
 //! resend-rounds = 3             # optional
 //!
@@ -36,6 +37,7 @@ struct Raw {
     max_sessions: Option<usize>,
     idle_timeout_secs: Option<u64>,
     max_reads_per_sec: Option<u32>,
+    max_rereads_per_sec: Option<u32>,
     resend_after_ms: Option<u64>,
     resend_rounds: Option<u32>,
     #[serde(default)]
@@ -172,6 +174,9 @@ impl Config {
                     .idle_timeout_secs
                     .map_or(defaults.idle_timeout, Duration::from_secs),
                 max_reads_per_sec: raw.max_reads_per_sec.unwrap_or(defaults.max_reads_per_sec),
+                max_rereads_per_sec: raw
+                    .max_rereads_per_sec
+                    .unwrap_or(defaults.max_rereads_per_sec),
                 resend_after: raw
                     .resend_after_ms
                     .map_or(defaults.resend_after, Duration::from_millis),

@@ -379,3 +379,126 @@ fn bootserver_errors_are_clear() {
     );
     drop(lab);
 }
+
+/// A hostile host floods the server with scattered READs and malformed
+/// frames from one MAC as fast as it can, while a well-behaved sled boots.
+#[test]
+fn a_flood_from_one_mac_does_not_stop_a_good_sled() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = image(32 << 20, 5);
+    let path = image_file(dir.path(), &raw, false);
+    let lab = Lab::create(&prefix("f"), &["srv", "s0", "bad"]).unwrap();
+    let stop = AtomicBool::new(false);
+    let flooding = AtomicBool::new(true);
+    let boot = |lab: &Lab| {
+        in_namespace(&lab.ns("s0"), || {
+            let mut link = PacketLink::open("eth0", true).unwrap();
+            let mut sleds = vec![Sled::new(Mac([2, 0x5e, 0, 0, 0, 1]), sha(&raw))];
+            let t = std::time::Instant::now();
+            assert!(run_sleds(
+                &mut link,
+                &mut sleds,
+                &SledFaults::default(),
+                Duration::from_secs(60),
+                &mut |_, _| {}
+            )
+            .unwrap());
+            assert!(matches!(sleds[0].outcome(), Some(Outcome::Booted { .. })));
+            t.elapsed()
+        })
+        .unwrap()
+    };
+    let (quiet, flooded, sent) = std::thread::scope(|s| {
+        let server = s.spawn(|| {
+            in_namespace(&lab.ns("srv"), || {
+                let mut link = PacketLink::open("eth0", false).unwrap();
+                let mac = link.mac();
+                let mut c = Catalog::new();
+                let i = c.add_file("img", &path).unwrap();
+                c.set_default(Some(i));
+                let mut server = Server::new(mac, c, Limits::default());
+                let opts = ServeOptions {
+                    stop: Some(&stop),
+                    ..ServeOptions::default()
+                };
+                serve(
+                    &mut link,
+                    &mut server,
+                    &opts,
+                    &mut |_: &Event, _: &Server, _| {},
+                )
+                .unwrap();
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(200));
+        let quiet = boot(&lab);
+        // The flooder learns the server's MAC from an OFFER, then floods.
+        let flooder = s.spawn(|| {
+            in_namespace(&lab.ns("bad"), || {
+                let mut link = PacketLink::open("eth0", true).unwrap();
+                let me = Mac([6, 0xee, 0, 0, 0, 1]);
+                let mut out = netboot::Outbox::new();
+                out.push(
+                    Mac::BROADCAST,
+                    me,
+                    &netboot::wire::Repr::Hello { text: b"hi" },
+                );
+                link.send(&out).unwrap();
+                let mut batch = netboot::link::RecvBatch::new(8);
+                batch.accept_other_hosts = true;
+                let server_mac = loop {
+                    link.recv(&mut batch, Duration::from_millis(100)).unwrap();
+                    if let Some(f) = batch.frames().find(|f| f[..6] == me.0) {
+                        break Mac(f[6..12].try_into().unwrap());
+                    }
+                };
+                let mut rng = netboot::sim::Rng::new(9);
+                let mut sent = 0u64;
+                while flooding.load(Ordering::Relaxed) {
+                    out.clear();
+                    for i in 0..64 {
+                        if i % 4 == 3 {
+                            // A malformed frame: our magic, garbage after.
+                            let mut f = Vec::from(server_mac.0);
+                            f.extend_from_slice(&me.0);
+                            f.extend_from_slice(&netboot::wire::ETHERTYPE.to_be_bytes());
+                            f.extend_from_slice(&netboot::wire::MAGIC.to_be_bytes());
+                            f.extend((0..40).map(|_| rng.next_u64() as u8));
+                            out.push_raw(&f);
+                            continue;
+                        }
+                        let mut offsets = [0u64; 128];
+                        offsets[rng.below(128) as usize] = rng.next_u64() % (64 << 20);
+                        out.push(
+                            server_mac,
+                            me,
+                            &netboot::wire::Repr::Read(netboot::wire::Read { count: 1, offsets }),
+                        );
+                    }
+                    link.send(&out).unwrap();
+                    sent += out.len() as u64;
+                }
+                sent
+            })
+            .unwrap()
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        let flooded = boot(&lab);
+        flooding.store(false, Ordering::Relaxed);
+        let sent = flooder.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        server.join().unwrap();
+        (quiet, flooded, sent)
+    });
+    eprintln!("32 MiB: {quiet:?} alone, {flooded:?} during a flood of {sent} frames");
+    assert!(sent > 10_000, "the flood happened: {sent} frames");
+    // Two cores run the server, the flooder and the sled here; the good
+    // sled keeps a fair share.
+    assert!(
+        flooded < quiet * 6 + Duration::from_secs(1),
+        "{quiet:?} alone, {flooded:?} flooded"
+    );
+    drop(lab);
+}
