@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod fuzz;
 mod netbench;
 mod rusage;
 mod serve;
@@ -53,6 +54,15 @@ enum Command {
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
     Ci,
+    /// Run the libFuzzer targets (header, verify, frame, server, manifest)
+    /// for a bounded time each; installs cargo-fuzz if missing
+    Fuzz {
+        /// One target [default: all]
+        target: Option<String>,
+        /// Seconds per target
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Build what is stale, then run the release bootserver on NIC (needs
     /// root or CAP_NET_RAW)
     Serve {
@@ -226,6 +236,7 @@ fn main() -> ExitCode {
             r.map_err(Into::into)
         }
         Command::Ci => ci(),
+        Command::Fuzz { target, seconds } => fuzz::fuzz(target, seconds),
         Command::Serve {
             nic,
             image,

@@ -80,3 +80,13 @@ fn image_reports_a_bad_manifest_by_file_and_key() {
         )
     );
 }
+
+#[test]
+fn fuzz_names_its_targets() {
+    let o = xtask(&["fuzz", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "xtask: no fuzz target \"nope\" (targets: header, verify, frame, server, manifest)\n"
+    );
+}
