@@ -13,8 +13,11 @@ use netboot::server::{Limits, Server};
 use netboot::wire::{Mac, Packet, Repr, ETHERTYPE};
 use netboot::Outbox;
 
+/// A target's check.
+pub type Check = fn(&[u8]);
+
 /// The targets, by name.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("header", header),
     ("verify", verify),
     ("frame", frame),
