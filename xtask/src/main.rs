@@ -53,6 +53,7 @@ enum Command {
         image: PathBuf,
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
+    /// (installing the tools the tests use, with apt-get, when missing)
     Ci,
     /// Run the libFuzzer targets (header, verify, frame, server, manifest)
     /// for a bounded time each; installs cargo-fuzz if missing
@@ -197,10 +198,62 @@ pub(crate) fn default_manifests(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Whether `program` is on the PATH.
+fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(d.join(program))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The tools the tests run, and the Debian packages that have them. What
+/// is missing is installed (as root, with apt-get), so that `cargo xtask ci`
+/// works on a fresh machine.
+fn ensure_test_tools(sh: &Shell) -> Result<()> {
+    const TOOLS: [(&str, &str); 8] = [
+        ("ip", "iproute2"),        // network namespaces for real-socket tests
+        ("setpriv", "util-linux"), // dropping privileges in error tests
+        ("script", "bsdutils"),    // a pseudo-terminal for progress tests
+        ("cc", "gcc"),             // the DLPI test shim
+        ("cpio", "cpio"),          // reading our boot archives
+        ("tar", "tar"),            // reading our image archives
+        ("gzip", "gzip"),
+        ("python3", "python3"), // tarfile and json read our archives
+    ];
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .filter(|(t, _)| !on_path(t))
+        .map(|&(_, p)| p)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask: installing what the tests need: {}",
+        missing.join(" ")
+    );
+    cmd!(sh, "apt-get update -qq").run()?;
+    cmd!(sh, "apt-get install -y -qq {missing...}")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+        .map_err(|e| {
+            format!(
+                "installing {}: {e} (as root: apt-get install {})",
+                missing.join(" "),
+                missing.join(" ")
+            )
+        })?;
+    Ok(())
+}
+
 fn ci() -> Result<()> {
     let ws = workspace()?;
     let sh = Shell::new()?;
     sh.change_dir(&ws.root);
+    ensure_test_tools(&sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
     cmd!(sh, "cargo test --workspace").run()?;
