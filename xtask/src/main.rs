@@ -231,21 +231,13 @@ fn ensure_test_tools(sh: &Shell) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    eprintln!(
-        "xtask: installing what the tests need: {}",
-        missing.join(" ")
-    );
+    let list = missing.join(" ");
+    eprintln!("xtask: installing what the tests need: {list}");
     cmd!(sh, "apt-get update -qq").run()?;
     cmd!(sh, "apt-get install -y -qq {missing...}")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .run()
-        .map_err(|e| {
-            format!(
-                "installing {}: {e} (as root: apt-get install {})",
-                missing.join(" "),
-                missing.join(" ")
-            )
-        })?;
+        .map_err(|e| format!("installing {list}: {e} (as root: apt-get install {list})"))?;
     Ok(())
 }
 
