@@ -90,3 +90,37 @@ fn fuzz_names_its_targets() {
         "xtask: no fuzz target \"nope\" (targets: header, verify, frame, server, manifest)\n"
     );
 }
+
+#[test]
+fn inspect_reads_the_default_pipelines_archives() {
+    let o = xtask(&["image"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let out = text(&o.stdout);
+    let path_of = |what: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(what))
+            .unwrap_or_else(|| panic!("no {what} in {out}"))
+            .to_owned()
+    };
+    let archive = path_of("image archive: ");
+    let boot = path_of("boot archive: ");
+    let image = out
+        .lines()
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(" (verified)")
+        .to_owned();
+    let o = xtask(&["inspect", &archive]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("verified: image/zfs.img matches its header and oxide.json"));
+    let o = xtask(&["inspect", "--image", &image, &boot]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).ends_with(&format!("matches {image}\n")),
+        "{}",
+        text(&o.stdout)
+    );
+}
