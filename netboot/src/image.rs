@@ -204,6 +204,8 @@ struct Slot {
     /// Identity of the file last tried, loaded or not, so that a broken
     /// file is not re-read until it changes.
     tried: Option<FileId>,
+    /// A reload under way on a thread of its own.
+    loading: Option<std::sync::mpsc::Receiver<Result<ServedImage, ImageError>>>,
 }
 
 /// The images on offer and which sled gets which.
@@ -239,6 +241,7 @@ impl Catalog {
             path: Some(path.to_owned()),
             current: Some(Arc::new(img)),
             tried,
+            loading: None,
         });
         Ok(self.slots.len() - 1)
     }
@@ -250,6 +253,7 @@ impl Catalog {
             path: None,
             current: Some(Arc::new(img)),
             tried: None,
+            loading: None,
         });
         self.slots.len() - 1
     }
@@ -294,35 +298,61 @@ impl Catalog {
         }
     }
 
-    /// Reloads every image whose file changed on disk. A file that fails
-    /// verification is withdrawn (never offered) until it changes again;
-    /// sessions already running keep the image they were offered.
+    /// Reloads every image whose file changed on disk. Verifying a large
+    /// image takes a while, so it happens on a thread of its own: until the
+    /// new file is verified, the image already on offer stays on offer, and
+    /// serving never stops. A file that fails verification is withdrawn
+    /// (never offered) until it changes again; sessions already running
+    /// keep the image they were offered. Call it about once a second; it
+    /// reports loads that finished since the last call.
     pub fn refresh(&mut self) -> Vec<Reload> {
         let mut out = Vec::new();
         for slot in &mut self.slots {
             let Some(path) = &slot.path else { continue };
+            if let Some(rx) = &slot.loading {
+                match rx.try_recv() {
+                    Ok(Ok(img)) => {
+                        slot.tried = img.file_id;
+                        slot.current = Some(Arc::new(img));
+                        out.push(Reload::Loaded {
+                            image: slot.name.clone(),
+                            path: path.clone(),
+                        });
+                    }
+                    Ok(Err(e)) => {
+                        slot.current = None;
+                        out.push(Reload::Failed {
+                            image: slot.name.clone(),
+                            error: e.to_string(),
+                        });
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {}
+                }
+                slot.loading = None;
+                continue;
+            }
             let id = FileId::of(path).ok();
             if id == slot.tried {
                 continue;
             }
             slot.tried = id;
-            match ServedImage::load(&slot.name, path) {
-                Ok(img) => {
-                    slot.tried = img.file_id;
-                    slot.current = Some(Arc::new(img));
-                    out.push(Reload::Loaded {
-                        image: slot.name.clone(),
-                        path: path.clone(),
-                    });
-                }
-                Err(e) => {
-                    slot.current = None;
-                    out.push(Reload::Failed {
-                        image: slot.name.clone(),
-                        error: e.to_string(),
-                    });
-                }
-            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            let (name, path) = (slot.name.clone(), path.clone());
+            std::thread::spawn(move || {
+                let _ = tx.send(ServedImage::load(&name, &path));
+            });
+            slot.loading = Some(rx);
+        }
+        out
+    }
+
+    /// Waits for reloads under way to finish (for tests and shutdown).
+    pub fn settle(&mut self) -> Vec<Reload> {
+        let mut out = Vec::new();
+        while self.slots.iter().any(|s| s.loading.is_some()) {
+            out.extend(self.refresh());
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         out
     }

@@ -132,3 +132,43 @@ fn the_shipped_configuration_parses() {
     let c = Config::load(&copy).unwrap();
     assert_eq!(served(&c, "02:aa:00:00:00:01").as_deref(), Some("demo"));
 }
+
+#[test]
+fn replaced_files_are_reloaded_in_the_background_and_verified_first() {
+    use netboot::image::{Catalog, Reload};
+    let dir = tempfile::tempdir().unwrap();
+    write_image(dir.path(), "a", 1);
+    write_image(dir.path(), "b", 2);
+    let mut c = Catalog::new();
+    let i = c.add_file("os", &dir.path().join("a.img")).unwrap();
+    c.set_default(Some(i));
+    let mac: Mac = "02:00:00:00:00:01".parse().unwrap();
+    let sum = |c: &Catalog| match c.choose(mac) {
+        Choice::Serve(img) => Some(img.header.sha256),
+        _ => None,
+    };
+    let old = sum(&c).unwrap();
+    assert!(c.refresh().is_empty(), "nothing changed");
+    // Replaced by rename, as a build does.
+    std::fs::rename(dir.path().join("b.img"), dir.path().join("a.img")).unwrap();
+    c.refresh();
+    let reloads = c.settle();
+    assert!(
+        matches!(&reloads[..], [Reload::Loaded { image, .. }] if image == "os"),
+        "{reloads:?}"
+    );
+    let new = sum(&c).unwrap();
+    assert_ne!(old, new);
+    // A corrupt replacement is withdrawn, not offered.
+    let mut bytes = std::fs::read(dir.path().join("a.img")).unwrap();
+    bytes[5000] ^= 1;
+    std::fs::write(dir.path().join("bad.img"), bytes).unwrap();
+    std::fs::rename(dir.path().join("bad.img"), dir.path().join("a.img")).unwrap();
+    c.refresh();
+    let reloads = c.settle();
+    assert!(
+        matches!(&reloads[..], [Reload::Failed { error, .. }] if error.contains("checksum mismatch")),
+        "{reloads:?}"
+    );
+    assert!(matches!(c.choose(mac), Choice::Unavailable { .. }));
+}

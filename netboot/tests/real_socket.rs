@@ -502,3 +502,64 @@ fn a_flood_from_one_mac_does_not_stop_a_good_sled() {
     );
     drop(lab);
 }
+
+/// A HELLO flood does not flood the server's log: at most 50 lines a
+/// second of each noisy kind, then a line saying how many were left out.
+#[test]
+fn the_log_survives_a_hello_flood() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let img = image_file(dir.path(), &image(1 << 20, 6), false);
+    let lab = Lab::create(&prefix("g"), &["srv", "s0"]).unwrap();
+    let mut server = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("srv"),
+            env!("CARGO_BIN_EXE_bootserver"),
+        ])
+        .args(["-t", "3", "eth0"])
+        .arg(&img)
+        .arg("any")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("serving on"));
+    in_namespace(&lab.ns("s0"), || {
+        let mut link = PacketLink::open("eth0", false).unwrap();
+        let mut out = netboot::Outbox::new();
+        for i in 0..2000u32 {
+            let b = i.to_be_bytes();
+            let mac = Mac([6, 0xee, b[0], b[1], b[2], b[3]]);
+            out.push(
+                Mac::BROADCAST,
+                mac,
+                &netboot::wire::Repr::Hello { text: b"hi" },
+            );
+        }
+        link.send(&out).unwrap();
+        // A later HELLO, in another second, makes the summary appear.
+        std::thread::sleep(Duration::from_millis(1100));
+        out.clear();
+        out.push(
+            Mac::BROADCAST,
+            Mac([6, 0xee, 0, 0, 0xff, 0xff]),
+            &netboot::wire::Repr::Hello { text: b"hi" },
+        );
+        link.send(&out).unwrap();
+    })
+    .unwrap();
+    let log: Vec<String> = lines.map_while(Result::ok).collect();
+    let _ = server.wait();
+    let hellos = log.iter().filter(|l| l.contains("] HELLO from")).count();
+    assert!(hellos <= 51 + 50, "{hellos} HELLO lines");
+    assert!(
+        log.iter()
+            .any(|l| l.contains("more hello events in the last second not shown")),
+        "{log:?}"
+    );
+    drop(lab);
+}

@@ -56,11 +56,15 @@ struct Args {
     mac: Option<String>,
 }
 
+/// Lines a second for each noisy kind of event.
+const NOISY: u64 = 50;
+
 struct Log {
     json: bool,
     bars: Option<(MultiProgress, HashMap<Mac, ProgressBar>)>,
-    /// Ignored frames logged in the current second, to survive a flood.
-    ignored: (u64, u64),
+    /// Noisy events logged in the current second, by kind, to survive a
+    /// flood: (second, kind, count).
+    noisy: HashMap<&'static str, (u64, u64)>,
     finished_any: bool,
 }
 
@@ -84,14 +88,31 @@ impl Observer for Log {
         if let Event::Finished { .. } = e {
             self.finished_any = true;
         }
-        if let Event::Ignored { .. } = e {
+        // A flood of HELLOs or bad frames must not flood the log: at most
+        // NOISY lines a second of each such kind, then one line saying how
+        // many were left out. FINISHED, RESET and the like always show.
+        let kind = e.kind();
+        if matches!(
+            kind,
+            "hello" | "offer" | "refused" | "ignored" | "resumed" | "expired"
+        ) {
             let second = now.as_secs();
-            if self.ignored.0 != second {
-                self.ignored = (second, 0);
-            }
-            self.ignored.1 += 1;
-            if self.ignored.1 > 20 {
-                return;
+            let (at, count) = self.noisy.entry(kind).or_insert((second, 0));
+            if *at != second {
+                if *count > NOISY {
+                    let left = *count - NOISY;
+                    self.line(&if self.json {
+                        serde_json::json!({"event": "suppressed", "kind": kind, "count": left, "t": now.as_secs_f64()}).to_string()
+                    } else {
+                        format!("[{:>9.3}s] ({left} more {kind} events in the last second not shown)", now.as_secs_f64())
+                    });
+                }
+                self.noisy.insert(kind, (second, 1));
+            } else {
+                *count += 1;
+                if *count > NOISY {
+                    return;
+                }
             }
         }
         if let Some((_, bars)) = &mut self.bars {
@@ -181,7 +202,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 HashMap::new(),
             )
         }),
-        ignored: (0, 0),
+        noisy: HashMap::new(),
         finished_any: false,
     };
     let text = format!("serving on {link_name} ({})", link.mac());
