@@ -8,36 +8,23 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use netboot::image::Catalog;
 use netboot::lab::{in_namespace, FaultySwitch, Lab, SwitchFaults};
 use netboot::link::packet::PacketLink;
-use netboot::link::Link;
-use netboot::run::{run_sleds, serve, ServeEnd, ServeOptions, SledFaults};
-use netboot::server::{Event, Limits, Server};
+use netboot::run::{run_sleds, SledFaults};
+use netboot::server::Event;
 use netboot::sled::{Outcome, Sled};
 use netboot::wire::Mac;
-use sha2::{Digest, Sha256};
+
+mod support;
+
+use support::{image, serve_image, sha};
 
 fn prefix(tag: &str) -> String {
-    format!("f{}{tag}", std::process::id() % 100_000)
-}
-
-fn image(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed) ^ (i >> 11) as u8)
-        .collect()
-}
-
-fn sha(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
+    support::prefix('f', tag)
 }
 
 fn image_file(dir: &Path, name: &str, raw: &[u8]) -> PathBuf {
-    let input = dir.join(format!("{name}.raw"));
-    let out = dir.join(name);
-    std::fs::write(&input, raw).unwrap();
-    bootimage::make_image(&input, &out, &bootimage::ImageSpec::default(), &|_| {}).unwrap();
-    out
+    support::image_file(dir, name, raw, false)
 }
 
 fn sled_mac(h: usize, i: usize) -> Mac {
@@ -54,25 +41,7 @@ fn server_thread<'s>(
     s.spawn(move || {
         in_namespace(&lab.ns("srv"), || {
             let mut link = PacketLink::open("eth0", false).unwrap();
-            let mut c = Catalog::new();
-            let i = c.add_file("img", image).unwrap();
-            c.set_default(Some(i));
-            let mut server = Server::new(link.mac(), c, Limits::default());
-            let opts = ServeOptions {
-                stop: Some(stop),
-                timeout: Some(Duration::from_secs(300)),
-                ..ServeOptions::default()
-            };
-            let mut events = Vec::new();
-            let end = serve(
-                &mut link,
-                &mut server,
-                &opts,
-                &mut |e: &Event, _: &Server, _| events.push(e.clone()),
-            )
-            .unwrap();
-            assert_eq!(end, ServeEnd::Stopped);
-            events
+            serve_image(&mut link, image, stop)
         })
         .unwrap()
     })

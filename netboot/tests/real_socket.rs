@@ -6,57 +6,26 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use netboot::image::Catalog;
 use netboot::lab::{in_namespace, Lab};
 use netboot::link::dlpi::DlpiLink;
 use netboot::link::packet::PacketLink;
 use netboot::link::Link;
-use netboot::run::{run_sleds, serve, ServeEnd, ServeOptions, SledFaults};
-use netboot::server::{Event, Limits, Server};
+use netboot::run::{run_sleds, SledFaults};
+use netboot::server::Event;
 use netboot::sled::{Outcome, Sled};
 use netboot::wire::Mac;
-use sha2::{Digest, Sha256};
 
-fn require_root() {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Uid:")
-                .map(|v| v.split_whitespace().next().unwrap().to_owned())
-        })
-        .unwrap();
-    assert_eq!(
-        uid, "0",
-        "the real-socket tests need root (network namespaces and raw sockets)"
-    );
-}
+mod support;
+
+use support::{image, require_root, serve_image, sha};
 
 fn prefix(tag: &str) -> String {
-    format!("n{}{tag}", std::process::id() % 100_000)
+    support::prefix('n', tag)
 }
 
-fn image(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(29).wrapping_add(seed) ^ (i >> 12) as u8)
-        .collect()
-}
-
-/// Makes a boot image file of `raw` (compressed or not) in `dir`.
+/// A boot image of `raw` in `dir`: z.img compressed, else p.img.
 fn image_file(dir: &Path, raw: &[u8], compress: bool) -> std::path::PathBuf {
-    let input = dir.join("in.raw");
-    let out = dir.join(if compress { "z.img" } else { "p.img" });
-    std::fs::write(&input, raw).unwrap();
-    let spec = bootimage::ImageSpec {
-        compression: compress.then_some(6),
-        ..bootimage::ImageSpec::default()
-    };
-    bootimage::make_image(&input, &out, &spec, &|_| {}).unwrap();
-    out
-}
-
-fn sha(b: &[u8]) -> [u8; 32] {
-    Sha256::digest(b).into()
+    support::image_file(dir, if compress { "z.img" } else { "p.img" }, raw, compress)
 }
 
 enum Backend {
@@ -92,25 +61,7 @@ fn boot(
                     Backend::Packet => Box::new(PacketLink::open("eth0", false).unwrap()),
                     Backend::Dlpi => Box::new(DlpiLink::open("eth0").unwrap()),
                 };
-                let mut c = Catalog::new();
-                let i = c.add_file("img", &path).unwrap();
-                c.set_default(Some(i));
-                let mut server = Server::new(link.mac(), c, Limits::default());
-                let opts = ServeOptions {
-                    stop: Some(&stop),
-                    timeout: Some(Duration::from_secs(120)),
-                    ..ServeOptions::default()
-                };
-                let mut events = Vec::new();
-                let end = serve(
-                    &mut *link,
-                    &mut server,
-                    &opts,
-                    &mut |e: &Event, _: &Server, _| events.push(e.clone()),
-                )
-                .unwrap();
-                assert_eq!(end, ServeEnd::Stopped);
-                events
+                serve_image(&mut *link, &path, &stop)
             })
             .unwrap()
         });
@@ -413,22 +364,7 @@ fn a_flood_from_one_mac_does_not_stop_a_good_sled() {
         let server = s.spawn(|| {
             in_namespace(&lab.ns("srv"), || {
                 let mut link = PacketLink::open("eth0", false).unwrap();
-                let mac = link.mac();
-                let mut c = Catalog::new();
-                let i = c.add_file("img", &path).unwrap();
-                c.set_default(Some(i));
-                let mut server = Server::new(mac, c, Limits::default());
-                let opts = ServeOptions {
-                    stop: Some(&stop),
-                    ..ServeOptions::default()
-                };
-                serve(
-                    &mut link,
-                    &mut server,
-                    &opts,
-                    &mut |_: &Event, _: &Server, _| {},
-                )
-                .unwrap();
+                serve_image(&mut link, &path, &stop);
             })
             .unwrap()
         });
