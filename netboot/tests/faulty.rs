@@ -260,14 +260,16 @@ fn the_server_killed_and_restarted_mid_transfer() {
     assert!(log.contains("\"event\":\"finished\""), "{log}");
 }
 
-/// For a `--json` server, there is no "serving on" line: wait until its
-/// socket exists by giving it a moment, then hand back its log.
+/// A `--json` server's first line is a "serving" event: wait for it, then
+/// hand back the rest of its log.
 fn wait_ready_json(
     child: &mut Child,
 ) -> std::io::Lines<std::io::BufReader<std::process::ChildStdout>> {
     use std::io::BufRead;
-    std::thread::sleep(Duration::from_millis(300));
-    std::io::BufReader::new(child.stdout.take().unwrap()).lines()
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with(r#"{"event":"serving""#), "{first}");
+    lines
 }
 
 #[test]

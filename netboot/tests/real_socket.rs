@@ -267,6 +267,7 @@ fn bootserver_and_sledsim_binaries() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
+    assert_eq!(kinds[0], "serving", "the first line says the server is up");
     assert!(kinds.contains(&"hello"), "{kinds:?}");
     assert!(kinds.contains(&"offer"), "{kinds:?}");
     let fin = events

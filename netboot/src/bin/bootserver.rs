@@ -205,10 +205,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
         noisy: HashMap::new(),
         finished_any: false,
     };
-    let text = format!("serving on {link_name} ({})", link.mac());
-    if !args.json {
-        log.line(&text);
-    }
+    // The first line says the server is up (lab automation waits for it).
+    let text = if args.json {
+        serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "t": 0.0})
+            .to_string()
+    } else {
+        format!("serving on {link_name} ({})", link.mac())
+    };
+    log.line(&text);
     let opts = ServeOptions {
         finished: args.single.then_some(1),
         timeout: args.timeout.map(Duration::from_secs),
