@@ -3,8 +3,17 @@
 use crate::header::Header;
 
 /// The seven header lines the previous `lookimage` printed, each ending in a
-/// newline.
+/// newline; a version 1 header (which the previous tool did not read) gets
+/// an eighth line saying so.
 pub fn header_lines(h: &Header) -> String {
+    let mut s = seven_lines(h);
+    if h.version == crate::Version::V1 {
+        s.push_str("header version = 1 (no flags, data size or image name)\n");
+    }
+    s
+}
+
+fn seven_lines(h: &Header) -> String {
     format!(
         "image name = {}\n\
          flags = {:#x} ({})\n\

@@ -416,3 +416,22 @@ fn vectors_data(len: usize) -> Vec<u8> {
     let small = fs::read(vectors().join("small.raw")).unwrap();
     small.iter().copied().cycle().take(len).collect()
 }
+
+#[test]
+fn lookimage_reports_and_verifies_a_version_1_image() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let raw = vec![9u8; 10_000];
+    let mut h = bootimage::Header::plain(10_000, 1 << 20, sha2::Sha256::digest(&raw).into());
+    h.version = bootimage::Version::V1;
+    let mut img = h.emit().to_vec();
+    img.extend_from_slice(&raw);
+    fs::write(dir.path().join("v1.img"), &img).unwrap();
+    let o = run("lookimage", &["v1.img"], dir.path());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with("dataset name = rpool/ROOT/ramdisk\nheader version = 1 (no flags, data size or image name)\n"),
+        "{}",
+        stdout(&o)
+    );
+}
