@@ -4,7 +4,8 @@
 //! `fuzz/regressions/TARGET/` (crashes found become regression tests that
 //! way) and a seeded random sample, in `cargo test`.
 
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bootimage::Header;
@@ -118,4 +119,63 @@ pub fn manifest(data: &[u8]) {
             assert!(e.to_string().starts_with("fuzz/m.toml: "), "{e}");
         }
     }
+}
+
+/// Seed inputs for `target`, by name: real images from `vectors` (the
+/// golden vectors), real frames, and the `manifests` given. `cargo xtask
+/// fuzz` starts from them; the regression test mutates them.
+pub fn seeds(
+    target: &str,
+    vectors: &Path,
+    manifests: &[PathBuf],
+) -> io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    match target {
+        "header" | "verify" => {
+            for v in ["small-plain.img", "small-z.img"] {
+                let mut bytes = std::fs::read(vectors.join(v))?;
+                if target == "header" {
+                    bytes.truncate(bootimage::header::HEADER_LEN);
+                }
+                out.push((v.to_owned(), bytes));
+            }
+        }
+        "frame" | "server" => {
+            // A dense READ for the first batch, as the client sends it.
+            let mut offsets = [0u64; 128];
+            for (i, o) in offsets.iter_mut().enumerate() {
+                *o = i as u64 * 1024;
+            }
+            let r = Repr::Read(netboot::wire::Read {
+                count: 128,
+                offsets,
+            });
+            let mut read = vec![0u8; r.buffer_len()];
+            r.emit(&mut Packet::new_unchecked(&mut read[..]));
+            let hello = Repr::Hello { text: b"" };
+            let mut hi = vec![0u8; hello.buffer_len()];
+            hello.emit(&mut Packet::new_unchecked(&mut hi[..]));
+            if target == "frame" {
+                out.push(("read".into(), read));
+                out.push(("hello".into(), hi));
+            } else {
+                // Records (see `server`): a broadcast HELLO, then a READ,
+                // both from sled 1.
+                let mut s = vec![0x81, 0, (hi.len() / 6) as u8];
+                s.extend_from_slice(&hi[..hi.len() / 6 * 6]);
+                s.extend_from_slice(&[1, 1, (read.len() / 6) as u8]);
+                s.extend_from_slice(&read[..read.len() / 6 * 6]);
+                out.push(("hello-read".into(), s));
+            }
+        }
+        _ => {
+            for m in manifests {
+                let name = m
+                    .file_name()
+                    .map_or_else(|| "manifest".into(), |n| n.to_string_lossy().into_owned());
+                out.push((name, std::fs::read(m)?));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -27,39 +27,13 @@ fn regressions(target: &str) -> Vec<Vec<u8>> {
 
 /// Seeds: real inputs of each kind, for mutation.
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    let z = std::fs::read(vectors.join("small-z.img")).unwrap();
-    match target {
-        "header" => vec![z[..4096].to_vec()],
-        "verify" => vec![z],
-        "frame" | "server" => {
-            let mut offsets = [0u64; 128];
-            for (i, o) in offsets.iter_mut().enumerate() {
-                *o = i as u64 * 1024;
-            }
-            let mut read = Vec::new();
-            let r = netboot::wire::Repr::Read(netboot::wire::Read {
-                count: 128,
-                offsets,
-            });
-            read.resize(r.buffer_len(), 0);
-            r.emit(&mut netboot::wire::Packet::new_unchecked(&mut read[..]));
-            if target == "frame" {
-                vec![read]
-            } else {
-                // A HELLO record then a READ record, from sled 1.
-                let mut s = vec![0x81, 0, 2];
-                s.extend_from_slice(b"\x1d\xe1\x23\x45\x00\x00\x90\x01\x00\x00\x00\x00");
-                s.extend_from_slice(&[1, 1, (read.len() / 6) as u8]);
-                s.extend_from_slice(&read);
-                vec![s]
-            }
-        }
-        _ => vec![std::fs::read(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/images/demo.toml"),
-        )
-        .unwrap()],
-    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifests = [root.join("../config/images/demo.toml")];
+    checks::seeds(target, &root.join("../../shared/vectors"), &manifests)
+        .unwrap()
+        .into_iter()
+        .map(|(_, bytes)| bytes)
+        .collect()
 }
 
 #[test]
