@@ -2,14 +2,14 @@
 //! veth pairs and a bridge in private network namespaces: wall time, MB/s
 //! per sled and in aggregate, and the server's CPU seconds per GiB served.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use netboot::lab::Lab;
 use xshell::{cmd, Shell};
 
+use crate::serve::{sledsim, start_bootserver};
 use crate::{rusage, Result};
 
 struct Row {
@@ -52,20 +52,12 @@ fn run_once(bin: &std::path::Path, image: &std::path::Path, sleds: usize) -> Res
 
     // The server, ready once it says so.
     let start = Instant::now();
-    let mut server = Command::new("ip")
-        .args(["netns", "exec", &lab.ns("srv"), "taskset", "-c", "0"])
-        .arg(bin.join("bootserver"))
-        .arg("eth0")
-        .arg(image)
-        .arg("any")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let mut lines = BufReader::new(server.stdout.take().expect("piped")).lines();
-    match lines.next() {
-        Some(Ok(l)) if l.starts_with("serving on") => {}
-        other => return Err(format!("bootserver did not start: {other:?}").into()),
-    }
+    let (mut server, _, lines) = start_bootserver(
+        &lab,
+        bin,
+        &["taskset", "-c", "0"],
+        &["eth0".as_ref(), image.as_ref(), "any".as_ref()],
+    )?;
     // Its CPU so far went into loading and verifying the image.
     let startup_cpu = cpu_of(server.id())?;
     // Keep draining its log so that it never blocks on a full pipe.
@@ -78,14 +70,8 @@ fn run_once(bin: &std::path::Path, image: &std::path::Path, sleds: usize) -> Res
         let n = per_host.min(left);
         left -= n;
         clients.push(
-            Command::new("ip")
-                .args(["netns", "exec", &lab.ns(name)])
-                .arg(bin.join("sledsim"))
-                .args(["--link", "eth0", "--json", "--timeout", "900"])
-                .args(["--count", &n.to_string()])
-                .args(["--mac", &format!("02:5e:00:00:{h:02x}:01")])
-                .arg("--image")
-                .arg(image)
+            sledsim(&lab, bin, h, name, n, image)
+                .args(["--json", "--timeout", "900"])
                 .stdout(Stdio::piped())
                 .spawn()?,
         );

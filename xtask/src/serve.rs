@@ -91,6 +91,58 @@ pub fn serve(
     Ok(())
 }
 
+/// The log of a running bootserver, line by line.
+pub(crate) type ServerLog = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+/// Starts `bin/bootserver ARGS` in `lab`'s `srv` namespace (behind `wrap`,
+/// such as `taskset -c 0`) and waits for its first line, which says it is
+/// up. Returns the child, that line, and the rest of its log.
+pub(crate) fn start_bootserver(
+    lab: &Lab,
+    bin: &Path,
+    wrap: &[&str],
+    args: &[&std::ffi::OsStr],
+) -> Result<(Child, String, ServerLog)> {
+    use std::io::BufRead;
+    let mut server = Command::new("ip")
+        .args(["netns", "exec", &lab.ns("srv")])
+        .args(wrap)
+        .arg(bin.join("bootserver"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut lines = std::io::BufReader::new(server.stdout.take().expect("piped")).lines();
+    match lines.next() {
+        Some(Ok(first)) if first.starts_with("serving on") => Ok((server, first, lines)),
+        other => {
+            let _ = server.kill();
+            let _ = server.wait();
+            Err(format!("bootserver did not start: {other:?}").into())
+        }
+    }
+}
+
+/// `bin/sledsim` in `lab`'s namespace `host` (the `h`th sled host):
+/// `count` sleds, MACs counting up from 02:5e:00:00:h:01, expecting `image`.
+/// Callers add their own flags.
+pub(crate) fn sledsim(
+    lab: &Lab,
+    bin: &Path,
+    h: usize,
+    host: &str,
+    count: usize,
+    image: &Path,
+) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &lab.ns(host)])
+        .arg(bin.join("sledsim"))
+        .args(["--link", "eth0", "--count", &count.to_string()])
+        .args(["--mac", &format!("02:5e:00:00:{h:02x}:01")])
+        .arg("--image")
+        .arg(image);
+    c
+}
+
 /// Kills what is still running and waits for it.
 fn reap(children: &mut Vec<(String, Child)>) {
     for (_, c) in children.iter_mut() {
@@ -166,22 +218,20 @@ pub fn demo(
     );
     let mut children: Vec<(String, Child)> = Vec::new();
     let result = (|| -> Result<()> {
-        let mut server = Command::new("ip")
-            .args(["netns", "exec", &lab.ns("srv")])
-            .arg(bin.join("bootserver"))
-            .args(["-t", "120", "eth0"])
-            .arg(&image)
-            .arg("any")
-            .stdout(Stdio::piped())
-            .spawn()?;
-        // Wait for the server to be up (it prints "serving on ...").
-        use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(server.stdout.take().expect("piped")).lines();
+        let (server, first, lines) = start_bootserver(
+            &lab,
+            &bin,
+            &[],
+            &[
+                "-t".as_ref(),
+                "120".as_ref(),
+                "eth0".as_ref(),
+                image.as_ref(),
+                "any".as_ref(),
+            ],
+        )?;
         children.push(("bootserver".into(), server));
-        match lines.next() {
-            Some(Ok(l)) => println!("server: {l}"),
-            _ => return Err("bootserver did not start".into()),
-        }
+        println!("server: {first}");
         let log = std::thread::spawn(move || {
             for l in lines.map_while(|l| l.ok()) {
                 println!("server: {l}");
@@ -191,27 +241,20 @@ pub fn demo(
         for (h, name) in names.iter().enumerate() {
             sleds.push((
                 format!("sledsim on {name}"),
-                Command::new("ip")
-                    .args(["netns", "exec", &lab.ns(name)])
-                    .arg(bin.join("sledsim"))
+                sledsim(&lab, &bin, h, name, per_host, &image)
                     .args([
-                        "--link",
-                        "eth0",
                         "--timeout",
                         "60",
-                        "--count",
-                        &per_host.to_string(),
+                        "--loss",
+                        &loss.to_string(),
+                        "--seed",
+                        &h.to_string(),
                     ])
-                    .args(["--mac", &format!("02:5e:00:00:{h:02x}:01")])
-                    .args(["--loss", &loss.to_string(), "--seed", &h.to_string()])
-                    .arg("--image")
-                    .arg(&image)
                     .spawn()?,
             ));
         }
-        let mut sleds_vec = sleds;
-        let results = wait_all(&mut sleds_vec, &stop, Duration::from_secs(90));
-        reap(&mut sleds_vec);
+        let results = wait_all(&mut sleds, &stop, Duration::from_secs(90));
+        reap(&mut sleds);
         reap(&mut children);
         let _ = log.join();
         let results = results?;
