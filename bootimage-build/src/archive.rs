@@ -15,7 +15,7 @@ use bootimage::Header;
 
 use crate::cpio::{self, Content, Entries, Format};
 use crate::manifest::{BootArchive, ImageArchive};
-use crate::{write_staged, Error, Manifest};
+use crate::{io_err, write_staged, Error, Manifest};
 
 /// The member the OS boot loader reads the image checksum from.
 pub const BOOT_IMAGE_CSUM: &str = "boot_image_csum";
@@ -64,15 +64,10 @@ pub fn write_boot_archive(
         entries.add_parents(&n);
     }
     write_staged(out, |w| {
-        let io_err = |source| Error::Io {
-            path: out.to_owned(),
-            op: "write",
-            source,
-        };
         if b.gzip {
             let mut z = gzip(w);
             cpio::write(&entries, Format::Odc, mtime, 0, &mut z).map_err(input_err)?;
-            z.finish().map_err(io_err)?;
+            z.finish().map_err(io_err(out, "write"))?;
         } else {
             cpio::write(&entries, Format::Odc, mtime, 0, w).map_err(input_err)?;
         }
@@ -103,14 +98,6 @@ pub fn write_image_archive(
     mtime: u32,
     out: &Path,
 ) -> Result<(), Error> {
-    let io_err = |path: &Path, op: &'static str| {
-        let path = path.to_owned();
-        move |source: io::Error| Error::Io {
-            path: path.clone(),
-            op,
-            source,
-        }
-    };
     let json = oxide_json(a, header);
     write_staged(out, |w| {
         let mut tar = tar::Builder::new(gzip(w));
@@ -130,7 +117,7 @@ pub fn write_image_archive(
             let _ = h.set_groupname("root");
             h.set_path(path).map(|_| h)
         };
-        let werr = io_err(out, "write");
+        let werr = |e| io_err(out, "write")(e);
         let mut h = head("oxide.json", json.len() as u64, false).map_err(&werr)?;
         h.set_cksum();
         tar.append(&h, json.as_bytes()).map_err(&werr)?;

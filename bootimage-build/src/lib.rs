@@ -41,13 +41,6 @@ pub use manifest::{Manifest, Source};
 /// Errors name the manifest, and the key or input file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
     #[error("{}: {message}", path.display())]
     Toml { path: PathBuf, message: String },
     #[error("{}: {key}: {message}", path.display())]
@@ -69,6 +62,12 @@ pub enum Error {
     SourceDateEpoch { value: String },
     #[error("OUT_DIR is not set: build_script runs only from a build script")]
     NoOutDir,
+}
+
+/// An I/O error on `path` while doing `op` (worded as the format
+/// library words them).
+pub(crate) fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |e| Error::Image(bootimage::Error::io(path, op)(e))
 }
 
 /// What a build produced.
@@ -114,11 +113,7 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     let staging = tempfile::Builder::new()
         .prefix(&format!(".{}.staging.", manifest.stem))
         .tempdir_in(out_dir)
-        .map_err(|source| Error::Io {
-            path: out_dir.to_owned(),
-            op: "create staging directory",
-            source,
-        })?;
+        .map_err(io_err(out_dir, "create staging directory"))?;
     let stage = |name: &str| staging.path().join(name);
     let mut staged = Vec::new();
 
@@ -171,11 +166,8 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     }
     // Everything is complete: move it into place.
     for name in &staged {
-        std::fs::rename(stage(name), out_dir.join(name)).map_err(|source| Error::Io {
-            path: out_dir.join(name),
-            op: "rename into place",
-            source,
-        })?;
+        std::fs::rename(stage(name), out_dir.join(name))
+            .map_err(io_err(&out_dir.join(name), "rename into place"))?;
     }
     let out = |name: &Option<String>| name.as_ref().map(|n| out_dir.join(n));
     Ok(Built {
@@ -194,15 +186,10 @@ pub(crate) fn write_staged(
     path: &Path,
     body: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let io_err = |source| Error::Io {
-        path: path.to_owned(),
-        op: "write",
-        source,
-    };
-    let f = std::fs::File::create(path).map_err(io_err)?;
+    let f = std::fs::File::create(path).map_err(io_err(path, "write"))?;
     let mut w = BufWriter::with_capacity(1 << 20, f);
     body(&mut w)?;
-    w.flush().map_err(io_err)?;
+    w.flush().map_err(io_err(path, "write"))?;
     Ok(())
 }
 
@@ -374,11 +361,7 @@ pub fn build_script_to(
     out_dir: &Path,
     cargo: &mut dyn Write,
 ) -> Result<Built, Error> {
-    let stdout_err = |source| Error::Io {
-        path: "<stdout>".into(),
-        op: "write",
-        source,
-    };
+    let stdout_err = |e| io_err(Path::new("<stdout>"), "write")(e);
     // Tell Cargo about the inputs first, so that a failed build is retried
     // when they change.
     writeln!(cargo, "cargo:rerun-if-changed={}", manifest.display()).map_err(stdout_err)?;

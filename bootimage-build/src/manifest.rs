@@ -216,11 +216,7 @@ fn member_name(manifest: &Path, key: &str, name: &str) -> Result<String, Error> 
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            op: "read",
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(crate::io_err(path, "read"))?;
         Manifest::parse(path, &text)
     }
 

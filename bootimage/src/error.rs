@@ -81,7 +81,9 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
+    /// An I/O error on `path` while doing `op`, as `map_err` wants it. The
+    /// other crates use it too, so that every such message reads the same.
+    pub fn io<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
         move |source| Error::Io {
             path: path.to_owned(),
             op,

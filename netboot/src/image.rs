@@ -20,13 +20,6 @@ pub const MIN_CLIENT_SIZE: u64 = 1 << 20;
 pub enum ImageError {
     #[error(transparent)]
     Image(#[from] bootimage::Error),
-    #[error("{}: {op}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        op: &'static str,
-        #[source]
-        source: io::Error,
-    },
     #[error("{}: image size {size} is under 1 MiB: the sled's client refuses it", path.display())]
     TooSmall { path: PathBuf, size: u64 },
 }
@@ -89,13 +82,7 @@ impl ServedImage {
     /// temporary file and hashed on the way. Only a verified image is
     /// returned.
     pub fn load(name: &str, path: &Path) -> Result<ServedImage, ImageError> {
-        let io_err = |op| {
-            move |source| ImageError::Io {
-                path: path.to_owned(),
-                op,
-                source,
-            }
-        };
+        let io_err = |op| move |e| ImageError::Image(bootimage::Error::io(path, op)(e));
         let file_id = FileId::of(path).map_err(io_err("stat"))?;
         let mut file = File::open(path).map_err(io_err("open"))?;
         let header = bootimage::read_header(&mut file, path)?;
