@@ -11,6 +11,8 @@
 
 pub mod archive;
 mod atomic;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod error;
 pub mod header;
 mod inspect;

@@ -40,17 +40,8 @@ enum Command {
     /// Print and verify an image, image archive or boot archive, like
     /// lookimage
     Inspect {
-        /// Skip verifying the payload
-        #[arg(short = 's', long = "skip-checksum")]
-        skip_checksum: bool,
-        /// Print one JSON object instead
-        #[arg(long)]
-        json: bool,
-        /// With a boot archive: the image its boot_image_csum must match
-        #[arg(long = "image", value_name = "IMAGE")]
-        against: Option<PathBuf>,
-        /// Boot image, image archive (NAME.tar.gz) or boot archive
-        image: PathBuf,
+        #[command(flatten)]
+        args: bootimage::cli::InspectArgs,
     },
     /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
     /// (installing the tools the tests use, with apt-get, when missing)
@@ -256,30 +247,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Image { manifests } => image(manifests),
-        Command::Inspect {
-            skip_checksum,
-            json,
-            against,
-            image,
-        } => {
-            let bar = bootimage::progress::bar(0, "verify");
-            let opts = bootimage::InspectOptions {
-                skip_verify: skip_checksum,
-                json,
-            };
-            let r = bootimage::inspect(
-                &image,
-                opts,
-                against.as_deref(),
-                &mut std::io::stdout(),
-                &|done, total| {
-                    bar.set_length(total);
-                    bar.set_position(done);
-                },
-            );
-            bar.finish_and_clear();
-            r.map_err(Into::into)
-        }
+        Command::Inspect { args } => args.run().map_err(Into::into),
         Command::Ci => ci(),
         Command::Fuzz { target, seconds } => fuzz::fuzz(target, seconds),
         Command::Serve {

@@ -1,10 +1,9 @@
 //! `lookimage`: prints a boot image's header exactly as the previous tool
 //! did, then verifies the payload.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use bootimage::{inspect, progress, InspectOptions};
+use bootimage::cli::InspectArgs;
 use clap::Parser;
 
 /// Print an Oxide phase-2 boot image's header, then verify it: header
@@ -17,39 +16,12 @@ use clap::Parser;
 #[derive(Parser)]
 #[command(name = "lookimage", version)]
 struct Args {
-    /// Skip verifying the payload against the header's checksum
-    #[arg(short = 's', long = "skip-checksum")]
-    skip_checksum: bool,
-    /// Print one JSON object (with "verified" and any "error") instead
-    #[arg(long)]
-    json: bool,
-    /// With a boot archive: the image its boot_image_csum must match
-    #[arg(long = "image", value_name = "IMAGE")]
-    against: Option<PathBuf>,
-    /// Boot image, image archive or boot archive to inspect
-    #[arg(value_name = "FILE")]
-    image: PathBuf,
+    #[command(flatten)]
+    inspect: InspectArgs,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    let opts = InspectOptions {
-        skip_verify: args.skip_checksum,
-        json: args.json,
-    };
-    let bar = progress::bar(0, "verify");
-    let result = inspect(
-        &args.image,
-        opts,
-        args.against.as_deref(),
-        &mut std::io::stdout(),
-        &|done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
-    );
-    bar.finish_and_clear();
-    match result {
+    match Args::parse().inspect.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("lookimage: {e}");
