@@ -118,6 +118,12 @@ enum Bench {
         /// Sled counts to run, comma-separated
         #[arg(long, value_delimiter = ',', default_value = "1,32")]
         sleds: Vec<usize>,
+        /// bootserver send methods to compare (its --tx), comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "native,xdp")]
+        tx: Vec<String>,
+        /// Runs of each configuration; the table shows medians
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
     },
 }
 
@@ -273,8 +279,14 @@ fn main() -> ExitCode {
             what: Bench::Image { raw, runs },
         } => bench::image(raw, runs),
         Command::Bench {
-            what: Bench::Netboot { image, sleds },
-        } => netbench::netboot(image, sleds),
+            what:
+                Bench::Netboot {
+                    image,
+                    sleds,
+                    tx,
+                    runs,
+                },
+        } => netbench::netboot(image, sleds, tx, runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,24 +1,30 @@
 //! `cargo xtask bench netboot`: the release `bootserver` and `sledsim` over
 //! veth pairs and a bridge in private network namespaces: wall time, MB/s
-//! per sled and in aggregate, and the server's CPU seconds per GiB served.
+//! per sled and in aggregate, and the server's CPU seconds per GiB served,
+//! for each way the server can send; and the floor: what sending the same
+//! number of frames costs with nothing else to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use netboot::lab::Lab;
+use netboot::link::packet::PacketLink;
+use netboot::link::Link;
+use netboot::wire::{Mac, Repr};
+use netboot::Outbox;
 use xshell::{cmd, Shell};
 
 use crate::serve::{sledsim, start_bootserver};
 use crate::{rusage, Result};
 
 struct Row {
-    sleds: usize,
     wall: Duration,
     per_sled: (f64, f64),
     aggregate: f64,
     server_cpu_per_gib: f64,
     startup_cpu: Duration,
+    sends_with: String,
 }
 
 /// Makes (once) a plain boot image of the 1 GiB bench image.
@@ -33,31 +39,46 @@ fn bench_boot_image(ws: &crate::Workspace, sh: &Shell) -> Result<PathBuf> {
     Ok(out)
 }
 
-fn run_once(bin: &std::path::Path, image: &std::path::Path, sleds: usize) -> Result<Row> {
+/// A lab with a server host and up to four sled hosts, the server's CPU
+/// (0) kept for the server: the switch's receive work is steered (RPS) to
+/// the other CPUs, as a hardware switch does not run on the server.
+fn lab(sleds: usize) -> Result<(Lab, Vec<String>)> {
     let hosts = sleds.clamp(1, 4);
-    let per_host = sleds.div_ceil(hosts);
     let names: Vec<String> = (0..hosts).map(|i| format!("s{i}")).collect();
     let mut all = vec!["srv"];
     all.extend(names.iter().map(String::as_str));
     let lab = Lab::create(&format!("xb{}", std::process::id() % 10_000), &all)?;
-    let size = bootimage::Image::open(image)?.header().image_size;
-    // The server on CPU 0, the switch's work on the other CPUs (a hardware
-    // switch does not run on the server): the server's CPU time is then
-    // its own.
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     if cores > 1 {
         let others = ((1u64 << cores.min(63)) - 1) & !1;
         lab.steer_switch(others)?;
     }
+    Ok((lab, names))
+}
+
+fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str) -> Result<Row> {
+    let (lab, names) = lab(sleds)?;
+    let per_host = sleds.div_ceil(names.len());
+    let size = bootimage::Image::open(image)?.header().image_size;
 
     // The server, ready once it says so.
     let start = Instant::now();
-    let (mut server, _, lines) = start_bootserver(
+    let (mut server, first, lines) = start_bootserver(
         &lab,
         bin,
         &["taskset", "-c", "0"],
-        &["eth0".as_ref(), image.as_ref(), "any".as_ref()],
+        &[
+            "--tx".as_ref(),
+            tx.as_ref(),
+            "eth0".as_ref(),
+            image.as_ref(),
+            "any".as_ref(),
+        ],
     )?;
+    let sends_with = first
+        .rsplit_once("sending with ")
+        .map_or("?", |(_, w)| w.trim_end_matches(')'))
+        .to_owned();
     // Its CPU so far went into loading and verifying the image.
     let startup_cpu = cpu_of(server.id())?;
     // Keep draining its log so that it never blocks on a full pipe.
@@ -99,13 +120,44 @@ fn run_once(bin: &std::path::Path, image: &std::path::Path, sleds: usize) -> Res
         .iter()
         .fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
     Ok(Row {
-        sleds,
         wall,
         per_sled: (lo, hi),
         aggregate: size as f64 * sleds as f64 / 1e6 / wall.as_secs_f64(),
         server_cpu_per_gib: serving_cpu.as_secs_f64() / served_gib,
         startup_cpu,
+        sends_with,
     })
+}
+
+/// The floor: CPU seconds per GiB to send 1 GiB of DATA frames (128 to a
+/// call, built once) on the server host's link with `tx`, from one thread
+/// on CPU 0 that does nothing else. Frames cross the bridge to a sled host.
+fn floor(tx: &str) -> Result<f64> {
+    let (lab, _) = lab(1)?;
+    let xdp = tx != "native";
+    let cpu = netboot::lab::in_namespace(&lab.ns("srv"), || -> std::io::Result<Duration> {
+        rusage::pin_to(0)?;
+        let mut link = PacketLink::open("eth0", false).map_err(std::io::Error::other)?;
+        if xdp {
+            link.use_xdp_tx()?;
+        }
+        let data = vec![0x5au8; 1024];
+        let mut out = Outbox::new();
+        for i in 0..128u64 {
+            let repr = Repr::Data {
+                offset: i * 1024,
+                bytes: &data,
+            };
+            out.push(Mac([0x02, 0x5e, 0, 0, 0, 1]), link.mac(), &repr);
+        }
+        let before = rusage::thread_cpu()?;
+        for _ in 0..(1 << 30) / (128 * 1024) {
+            link.send(&out)?;
+        }
+        Ok(rusage::thread_cpu()? - before)
+    })??;
+    drop(lab);
+    Ok(cpu.as_secs_f64())
 }
 
 /// User plus system CPU time of a running process, from /proc.
@@ -120,7 +172,17 @@ fn cpu_of(pid: u32) -> Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
-pub fn netboot(image: Option<PathBuf>, sleds: Vec<usize>) -> Result<()> {
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub fn netboot(
+    image: Option<PathBuf>,
+    sleds: Vec<usize>,
+    txs: Vec<String>,
+    runs: usize,
+) -> Result<()> {
     let ws = crate::workspace()?;
     let sh = Shell::new()?;
     sh.change_dir(&ws.root);
@@ -135,31 +197,64 @@ pub fn netboot(image: Option<PathBuf>, sleds: Vec<usize>) -> Result<()> {
     };
     let bin = ws.target.join("release");
     let size = bootimage::Image::open(&image)?.header().image_size;
-    let mut rows = Vec::new();
-    for n in sleds {
-        eprintln!("bench: {n} sled(s), {:.1} MB each", size as f64 / 1e6);
-        rows.push(run_once(&bin, &image, n)?);
+    let runs = runs.max(1);
+    let mut lines = Vec::new();
+    for tx in &txs {
+        let floors: Vec<f64> = (0..runs).map(|_| floor(tx)).collect::<Result<_>>()?;
+        eprintln!("bench: floor with --tx {tx}: {floors:.2?} core-s/GiB");
+        lines.push(format!(
+            "| {tx} | floor | | | | {:.2} core-s | |",
+            median(floors)
+        ));
+        for &n in &sleds {
+            let mut rows = Vec::new();
+            for r in 0..runs {
+                eprintln!(
+                    "bench: --tx {tx}, {n} sled(s), {:.1} MB each, run {}",
+                    size as f64 / 1e6,
+                    r + 1
+                );
+                rows.push(run_once(&bin, &image, n, tx)?);
+            }
+            let cpus: Vec<f64> = rows.iter().map(|r| r.server_cpu_per_gib).collect();
+            let cpu = median(cpus.clone());
+            // The run with the median CPU stands for the others.
+            let row = rows
+                .iter()
+                .find(|r| r.server_cpu_per_gib == cpu)
+                .expect("the median is one of the runs");
+            let spread = if runs > 1 {
+                let (lo, hi) = cpus
+                    .iter()
+                    .fold((f64::MAX, 0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+                format!(" ({lo:.2}..{hi:.2})")
+            } else {
+                String::new()
+            };
+            lines.push(format!(
+                "| {tx} ({}) | {n} | {:.2} s | {:.0}..{:.0} | {:.0} | {cpu:.2} core-s{spread} | {:.2} core-s |",
+                row.sends_with,
+                row.wall.as_secs_f64(),
+                row.per_sled.0,
+                row.per_sled.1,
+                row.aggregate,
+                row.startup_cpu.as_secs_f64()
+            ));
+        }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "image: {} ({:.1} MB, plain); {cores} cores; release build; veth pairs on a bridge, each sled host its own namespace; server on CPU 0, bridge receive work steered (RPS) to the others",
+        "image: {} ({:.1} MB, plain); {cores} cores; release build; veth pairs on a bridge, each sled host its own namespace; server on CPU 0, bridge receive work steered (RPS) to the others; {runs} run(s) each, medians",
         image.display(),
         size as f64 / 1e6
     );
     println!();
-    println!("| sleds | wall | MB/s per sled (min..max) | MB/s aggregate | server CPU per GiB served | server start-up (verify) |");
-    println!("|---:|---:|---:|---:|---:|---:|");
-    for r in rows {
-        println!(
-            "| {} | {:.2} s | {:.0}..{:.0} | {:.0} | {:.2} core-s | {:.2} core-s |",
-            r.sleds,
-            r.wall.as_secs_f64(),
-            r.per_sled.0,
-            r.per_sled.1,
-            r.aggregate,
-            r.server_cpu_per_gib,
-            r.startup_cpu.as_secs_f64()
-        );
+    println!("| --tx | sleds | wall | MB/s per sled (min..max) | MB/s aggregate | server CPU per GiB served | server start-up (verify) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for l in lines {
+        println!("{l}");
     }
+    println!();
+    println!("floor: one thread on CPU 0 sending 1 GiB of DATA frames, 128 per call, built once, with nothing else to do");
     Ok(())
 }

@@ -45,6 +45,10 @@ struct Args {
     /// One JSON object per event on standard output
     #[arg(long)]
     json: bool,
+    /// How to send frames: auto (AF_XDP where the system allows, else
+    /// AF_PACKET), xdp, or native (AF_PACKET on Linux, DLPI on illumos)
+    #[arg(long, value_name = "METHOD", default_value = "auto")]
+    tx: netboot::link::Tx,
     /// Network interface (drop-in form)
     #[arg(value_name = "LINK")]
     link: Option<String>,
@@ -192,7 +196,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             )
         }
     };
-    let mut link = netboot::link::open(&link_name, false).map_err(|e| e.to_string())?;
+    let mut link = netboot::link::open_server(&link_name, args.tx).map_err(|e| e.to_string())?;
     let mut server = Server::new(link.mac(), catalog, limits);
     let mut log = Log {
         json: args.json,
@@ -207,10 +211,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     // The first line says the server is up (lab automation waits for it).
     let text = if args.json {
-        serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "t": 0.0})
+        serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "sends_with": link.sends_with(), "t": 0.0})
             .to_string()
     } else {
-        format!("serving on {link_name} ({})", link.mac())
+        format!(
+            "serving on {link_name} ({}, sending with {})",
+            link.mac(),
+            link.sends_with()
+        )
     };
     log.line(&text);
     let opts = ServeOptions {

@@ -205,6 +205,10 @@ impl Link for DlpiLink {
         Ok(batch.len())
     }
 
+    fn sends_with(&self) -> &'static str {
+        "DLPI"
+    }
+
     fn send(&mut self, out: &Outbox) -> io::Result<()> {
         for frame in out.frames() {
             let payload = &frame[ETH_HEADER_LEN..];

@@ -124,6 +124,10 @@ impl Link for MemLink {
         Ok(batch.len())
     }
 
+    fn sends_with(&self) -> &'static str {
+        "memory"
+    }
+
     fn send(&mut self, out: &Outbox) -> io::Result<()> {
         for f in out.frames() {
             self.hub.deliver(&self.port, f);

@@ -6,6 +6,8 @@ pub mod dlpi;
 pub mod mem;
 #[cfg(target_os = "linux")]
 pub mod packet;
+#[cfg(target_os = "linux")]
+pub mod xdp;
 
 use std::io;
 use std::time::Duration;
@@ -78,6 +80,33 @@ pub trait Link: Send {
     fn recv(&mut self, batch: &mut RecvBatch, timeout: Duration) -> io::Result<usize>;
     /// Sends every frame in `out`.
     fn send(&mut self, out: &Outbox) -> io::Result<()>;
+    /// How frames are sent, for logs.
+    fn sends_with(&self) -> &'static str;
+}
+
+/// How a server's link sends frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Tx {
+    /// AF_XDP where the system allows it (Linux), otherwise the platform's
+    /// own way.
+    #[default]
+    Auto,
+    /// AF_XDP or fail (Linux).
+    Xdp,
+    /// The platform's own way (AF_PACKET or DLPI).
+    Native,
+}
+
+impl std::str::FromStr for Tx {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Tx, String> {
+        match s {
+            "auto" => Ok(Tx::Auto),
+            "xdp" => Ok(Tx::Xdp),
+            "native" => Ok(Tx::Native),
+            _ => Err(format!("unknown send method {s:?}: auto, xdp or native")),
+        }
+    }
 }
 
 /// Why a link could not be opened.
@@ -105,6 +134,35 @@ impl LinkError {
                 source: e,
             },
         }
+    }
+}
+
+/// Opens a link for a server by name, sending as `tx` says.
+pub fn open_server(name: &str, tx: Tx) -> Result<Box<dyn Link>, LinkError> {
+    #[cfg(target_os = "linux")]
+    {
+        let mut link = packet::PacketLink::open(name, false)?;
+        match tx {
+            Tx::Native => {}
+            Tx::Auto => {
+                let _ = link.use_xdp_tx();
+            }
+            Tx::Xdp => link.use_xdp_tx().map_err(|e| LinkError::Io {
+                link: format!("{name}: AF_XDP"),
+                source: e,
+            })?,
+        }
+        Ok(Box::new(link))
+    }
+    #[cfg(target_os = "illumos")]
+    {
+        if tx == Tx::Xdp {
+            return Err(LinkError::Io {
+                link: name.to_owned(),
+                source: io::Error::other("AF_XDP is Linux only"),
+            });
+        }
+        Ok(Box::new(dlpi::DlpiLink::open(name)?))
     }
 }
 

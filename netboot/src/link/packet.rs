@@ -9,6 +9,7 @@ use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
+use super::xdp::XdpTx;
 use super::{Link, LinkError, RecvBatch};
 use crate::wire::{Mac, ETHERTYPE};
 use crate::Outbox;
@@ -18,6 +19,9 @@ pub struct PacketLink {
     fd: OwnedFd,
     name: String,
     mac: Mac,
+    ifindex: u32,
+    /// Sends go here instead, once [`PacketLink::use_xdp_tx`] succeeded.
+    xdp: Option<XdpTx>,
 }
 
 fn last_error() -> io::Error {
@@ -135,7 +139,16 @@ impl PacketLink {
             fd,
             name: name.to_owned(),
             mac: Mac(mac),
+            ifindex,
+            xdp: None,
         })
+    }
+
+    /// Sends through an AF_XDP socket from now on (see [`super::xdp`]);
+    /// receiving stays here. On error nothing changes.
+    pub fn use_xdp_tx(&mut self) -> io::Result<()> {
+        self.xdp = Some(XdpTx::open(self.ifindex)?);
+        Ok(())
     }
 
     /// Waits up to `timeout` for the socket to become readable.
@@ -238,7 +251,18 @@ impl Link for PacketLink {
         Ok(batch.len())
     }
 
+    fn sends_with(&self) -> &'static str {
+        if self.xdp.is_some() {
+            "AF_XDP"
+        } else {
+            "AF_PACKET"
+        }
+    }
+
     fn send(&mut self, out: &Outbox) -> io::Result<()> {
+        if let Some(x) = &mut self.xdp {
+            return x.send(out.frames());
+        }
         let frames: Vec<&[u8]> = out.frames().collect();
         let mut iovs: Vec<libc::iovec> = frames
             .iter()
