@@ -31,7 +31,8 @@ fn sled_mac(h: usize, i: usize) -> Mac {
     Mac([2, 0x5e, 0xf0, 0, h as u8, i as u8])
 }
 
-/// Runs an in-process server on `srv` until `stop`; returns its events.
+/// Runs an in-process server on `srv` until `stop`, its link opened as
+/// `bootserver` opens it (sending through AF_XDP); returns its events.
 fn server_thread<'s>(
     s: &'s std::thread::Scope<'s, '_>,
     lab: &'s Lab,
@@ -40,8 +41,8 @@ fn server_thread<'s>(
 ) -> std::thread::ScopedJoinHandle<'s, Vec<Event>> {
     s.spawn(move || {
         in_namespace(&lab.ns("srv"), || {
-            let mut link = PacketLink::open("eth0", false).unwrap();
-            serve_image(&mut link, image, stop)
+            let mut link = netboot::link::open_server("eth0", netboot::link::Tx::Xdp).unwrap();
+            serve_image(&mut *link, image, stop)
         })
         .unwrap()
     })

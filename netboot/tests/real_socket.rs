@@ -30,6 +30,8 @@ fn image_file(dir: &Path, raw: &[u8], compress: bool) -> std::path::PathBuf {
 
 enum Backend {
     Packet,
+    /// AF_PACKET receiving, AF_XDP sending.
+    Xdp,
     Dlpi,
 }
 
@@ -59,6 +61,12 @@ fn boot(
             in_namespace(&lab.ns("srv"), || {
                 let mut link: Box<dyn Link> = match backend {
                     Backend::Packet => Box::new(PacketLink::open("eth0", false).unwrap()),
+                    Backend::Xdp => {
+                        let mut link = PacketLink::open("eth0", false).unwrap();
+                        link.use_xdp_tx().unwrap();
+                        assert_eq!(link.sends_with(), "AF_XDP");
+                        Box::new(link)
+                    }
                     Backend::Dlpi => Box::new(DlpiLink::open("eth0").unwrap()),
                 };
                 serve_image(&mut *link, &path, &stop)
@@ -160,6 +168,121 @@ fn af_packet_eight_sleds_with_loss_and_duplication() {
     );
 }
 
+/// The same through AF_XDP: eight sleds' batches in flight at once, more
+/// frames in all than the socket's 4096 UMEM frames (they are reused).
+#[test]
+fn af_xdp_eight_sleds_with_loss_and_duplication() {
+    let faults = SledFaults {
+        loss_rx: 0.02,
+        loss_tx: 0.02,
+        duplicate_tx: 0.01,
+        seed: 11,
+    };
+    boot(
+        "x",
+        Backend::Xdp,
+        2,
+        4,
+        faults,
+        &image((1 << 20) + 200_000, 5),
+        false,
+    );
+}
+
+/// AF_XDP delivers every frame byte for byte, batch after batch (far more
+/// frames than UMEM frames), and a send on a link that is down returns at
+/// once, losing frames as a wire would; afterwards sending works again.
+#[test]
+fn af_xdp_sends_exact_frames_and_survives_its_link_going_down() {
+    use netboot::wire::Repr;
+    use netboot::Outbox;
+    use std::sync::mpsc;
+    require_root();
+    let lab = Lab::create(&prefix("y"), &["srv", "s0"]).unwrap();
+    let batch = |link: &PacketLink, n: u64| {
+        let mut out = Outbox::new();
+        for i in 0..128u64 {
+            let offset = (n * 128 + i) * 1024;
+            let bytes: Vec<u8> = (0..1024u64).map(|b| (offset / 1024 + b) as u8).collect();
+            out.push(
+                Mac([2, 0x5e, 0, 0, 9, 9]),
+                link.mac(),
+                &Repr::Data {
+                    offset,
+                    bytes: &bytes,
+                },
+            );
+        }
+        out
+    };
+    let (got_tx, got_rx) = mpsc::channel::<Vec<u8>>();
+    let stop = AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let rx_ns = lab.ns("s0");
+        let stop = &stop;
+        s.spawn(move || {
+            in_namespace(&rx_ns, || {
+                let mut link = PacketLink::open("eth0", true).unwrap();
+                let mut frames = netboot::link::RecvBatch::new(64);
+                frames.accept_other_hosts = true;
+                while !stop.load(Ordering::Relaxed) {
+                    link.recv(&mut frames, Duration::from_millis(20)).unwrap();
+                    for f in frames.frames() {
+                        let _ = got_tx.send(f.to_vec());
+                    }
+                }
+            })
+            .unwrap()
+        });
+        // Stops the receiver however this ends, a failed assertion too.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(stop);
+        in_namespace(&lab.ns("srv"), move || {
+            let mut link = PacketLink::open("eth0", false).unwrap();
+            link.use_xdp_tx().unwrap();
+            // 160 batches of 128: 20,480 frames through 4096 UMEM frames,
+            // each batch awaited, as a sled awaits its batch.
+            for n in 0..160 {
+                let out = batch(&link, n);
+                link.send(&out).unwrap();
+                for want in out.frames() {
+                    let got = got_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+                    assert_eq!(got, want, "batch {n}");
+                }
+            }
+            // The link goes down: sends return at once, frames are lost.
+            netboot::lab::ip(&["link", "set", "eth0", "down"]).unwrap();
+            let t = std::time::Instant::now();
+            for n in 0..64 {
+                link.send(&batch(&link, n)).unwrap();
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            netboot::lab::ip(&["link", "set", "eth0", "up"]).unwrap();
+            // Back up: a new batch arrives (after whatever the ring still
+            // held from before).
+            std::thread::sleep(Duration::from_millis(300));
+            while got_rx.try_recv().is_ok() {}
+            let out = batch(&link, 1000);
+            let mut want: Vec<&[u8]> = out.frames().collect();
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !want.is_empty() && std::time::Instant::now() < deadline {
+                link.send(&out).unwrap();
+                while let Ok(got) = got_rx.recv_timeout(Duration::from_millis(200)) {
+                    want.retain(|w| *w != got.as_slice());
+                }
+            }
+            assert!(want.is_empty(), "{} frames never arrived", want.len());
+        })
+        .unwrap();
+    });
+    drop(lab);
+}
+
 #[test]
 fn dlpi_wiring_through_the_shim() {
     let faults = SledFaults {
@@ -204,7 +327,7 @@ fn bootserver_and_sledsim_binaries() {
             &lab.ns("srv"),
             env!("CARGO_BIN_EXE_bootserver"),
         ])
-        .args(["-s", "-t", "60", "--json", "eth0"])
+        .args(["-s", "-t", "60", "--json", "--tx", "xdp", "eth0"])
         .arg(&img)
         .arg("any")
         .stdout(Stdio::piped())
@@ -268,6 +391,7 @@ fn bootserver_and_sledsim_binaries() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(kinds[0], "serving", "the first line says the server is up");
+    assert_eq!(events[0]["sends_with"], "AF_XDP");
     assert!(kinds.contains(&"hello"), "{kinds:?}");
     assert!(kinds.contains(&"offer"), "{kinds:?}");
     let fin = events
@@ -322,6 +446,16 @@ fn bootserver_errors_are_clear() {
     );
     let e = run(&["no-such-nic0", img, "not-a-mac"], None);
     assert!(e.contains("invalid MAC address \"not-a-mac\""), "{e}");
+    let o = Command::new(env!("CARGO_BIN_EXE_bootserver"))
+        .args(["--tx", "carrier-pigeon", "eth0", img, "any"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("unknown send method \"carrier-pigeon\": auto, xdp or native"),
+        "{e}"
+    );
     // Without CAP_NET_RAW, it says how to get it.
     let lab = Lab::create(&prefix("e"), &["srv"]).unwrap();
     let e = run(&["-t", "1", "eth0", img, "any"], Some(&lab.ns("srv")));

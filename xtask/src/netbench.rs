@@ -1,8 +1,8 @@
 //! `cargo xtask bench netboot`: the release `bootserver` and `sledsim` over
 //! veth pairs and a bridge in private network namespaces: wall time, MB/s
 //! per sled and in aggregate, and the server's CPU seconds per GiB served,
-//! for each way the server can send; and the floor: what sending the same
-//! number of frames costs with nothing else to do.
+//! for each way the server can send; and "send only": what sending the
+//! same number of frames costs with nothing else to do.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -129,7 +129,7 @@ fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str) -> Result<Row> {
     })
 }
 
-/// The floor: CPU seconds per GiB to send 1 GiB of DATA frames (128 to a
+/// Send only: CPU seconds per GiB to send 1 GiB of DATA frames (128 to a
 /// call, built once) on the server host's link with `tx`, from one thread
 /// on CPU 0 that does nothing else. Frames cross the bridge to a sled host.
 fn floor(tx: &str) -> Result<f64> {
@@ -201,9 +201,9 @@ pub fn netboot(
     let mut lines = Vec::new();
     for tx in &txs {
         let floors: Vec<f64> = (0..runs).map(|_| floor(tx)).collect::<Result<_>>()?;
-        eprintln!("bench: floor with --tx {tx}: {floors:.2?} core-s/GiB");
+        eprintln!("bench: send only with --tx {tx}: {floors:.2?} core-s/GiB");
         lines.push(format!(
-            "| {tx} | floor | | | | {:.2} core-s | |",
+            "| {tx} | send only | | | | {:.2} core-s | |",
             median(floors)
         ));
         for &n in &sleds {
@@ -255,6 +255,6 @@ pub fn netboot(
         println!("{l}");
     }
     println!();
-    println!("floor: one thread on CPU 0 sending 1 GiB of DATA frames, 128 per call, built once, with nothing else to do");
+    println!("send only: one thread on CPU 0 sending 1 GiB of DATA frames, 128 per call, built once, with nothing else to do (the kernel's share of serving)");
     Ok(())
 }
