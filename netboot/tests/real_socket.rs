@@ -283,6 +283,29 @@ fn af_xdp_sends_exact_frames_and_survives_its_link_going_down() {
     drop(lab);
 }
 
+/// Two servers on one interface: the first sends through AF_XDP, the
+/// second cannot (queue 0 is taken) and falls back to AF_PACKET, unless
+/// told to use AF_XDP, when it says why it cannot.
+#[test]
+fn a_second_server_on_one_link_falls_back_to_af_packet() {
+    use netboot::link::{open_server, Tx};
+    require_root();
+    let lab = Lab::create(&prefix("z"), &["srv"]).unwrap();
+    in_namespace(&lab.ns("srv"), || {
+        let first = open_server("eth0", Tx::Auto).unwrap();
+        assert_eq!(first.sends_with(), "AF_XDP");
+        let second = open_server("eth0", Tx::Auto).unwrap();
+        assert_eq!(second.sends_with(), "AF_PACKET");
+        let e = open_server("eth0", Tx::Xdp).err().unwrap().to_string();
+        assert!(e.starts_with("eth0: AF_XDP: "), "{e}");
+        let native = open_server("eth0", Tx::Native).unwrap();
+        assert_eq!(native.sends_with(), "AF_PACKET");
+        drop(first);
+    })
+    .unwrap();
+    drop(lab);
+}
+
 #[test]
 fn dlpi_wiring_through_the_shim() {
     let faults = SledFaults {
