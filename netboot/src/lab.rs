@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -176,6 +176,60 @@ impl Lab {
         Ok(())
     }
 
+    /// Makes the switch port of `host` take frames the way a NIC with
+    /// interrupt moderation does: a thread (pinned to the CPUs in `mask`)
+    /// polls the port every `interval` while traffic flows, instead of the
+    /// sender signalling the switch's CPU for each frame (with RPS, on a VM,
+    /// one inter-processor interrupt per frame, charged to the sender).
+    /// `host` sends with TSO off, which lets veth hand frames to the port's
+    /// polling thread.
+    pub fn poll_port(&self, host: &str, mask: u64, interval: Duration) -> io::Result<()> {
+        in_namespace(&self.ns(host), || set_offload("eth0", ETHTOOL_STSO, false))??;
+        let port = self.port(host);
+        in_namespace(&self.switch(), || set_offload(&port, ETHTOOL_SGRO, true))??;
+        let dir = format!("/sys/class/net/{port}");
+        let script = format!(
+            "echo 1 > {dir}/threaded\necho 100 > {dir}/napi_defer_hard_irqs\necho {} > {dir}/gro_flush_timeout\n",
+            interval.as_nanos()
+        );
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.switch(), "sh", "-ec", &script])
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "making port {port} poll: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        // The polling thread is named napi/PORT-ID, cut to 15 bytes.
+        let name: String = format!("napi/{port}-").chars().take(15).collect();
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<libc::pid_t>() else {
+                continue;
+            };
+            let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            if comm.trim_end().starts_with(&name) {
+                pin(pid, mask)?;
+                // A switch never waits for a host's time slice: the
+                // thread preempts ordinary processes on its CPUs, as the
+                // receive work of RPS (a softirq) does.
+                let param = libc::sched_param { sched_priority: 50 };
+                // SAFETY: `param` is a valid sched_param for the call.
+                if unsafe { libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param) } < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                found = true;
+            }
+        }
+        if !found {
+            return Err(io::Error::other(format!(
+                "no polling thread for port {port}"
+            )));
+        }
+        Ok(())
+    }
+
     /// Takes `host`'s link down or up (a pulled cable).
     pub fn set_host_link(&self, host: &str, up: bool) -> io::Result<()> {
         let port = format!("{}{host}", self.prefix);
@@ -188,6 +242,63 @@ impl Lab {
             if up { "up" } else { "down" },
         ])
     }
+}
+
+const ETHTOOL_STSO: u32 = 0x1f;
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// Turns one offload of interface `dev` (in this thread's namespace) on or
+/// off with the legacy ethtool ioctl.
+fn set_offload(dev: &str, cmd: u32, on: bool) -> io::Result<()> {
+    #[repr(C)]
+    struct EthtoolValue {
+        cmd: u32,
+        data: u32,
+    }
+    let mut value = EthtoolValue {
+        cmd,
+        data: on as u32,
+    };
+    // SAFETY: plain system call with constant arguments.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: an all-zero ifreq is valid; name and data are set below.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in ifr.ifr_name.iter_mut().zip(dev.as_bytes().iter().take(15)) {
+        *d = *s as libc::c_char;
+    }
+    ifr.ifr_ifru.ifru_data = &mut value as *mut EthtoolValue as *mut libc::c_char;
+    // SAFETY: SIOCETHTOOL reads the command from `value`, which outlives
+    // the call, for the interface named in `ifr`.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCETHTOOL, &mut ifr) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(
+            e.kind(),
+            format!("{dev}: ethtool {cmd:#x}: {e}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Restricts thread `pid` to the CPUs in `mask`.
+fn pin(pid: libc::pid_t, mask: u64) -> io::Result<()> {
+    // SAFETY: an all-zero cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in (0..64).filter(|c| mask >> c & 1 == 1) {
+        // SAFETY: `cpu` is below CPU_SETSIZE.
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the given size.
+    let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Drop for Lab {

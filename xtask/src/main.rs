@@ -121,6 +121,12 @@ enum Bench {
         /// bootserver send methods to compare (its --tx), comma-separated
         #[arg(long, value_delimiter = ',', default_value = "native,xdp")]
         tx: Vec<String>,
+        /// How the lab switch takes the server's frames, comma-separated:
+        /// rps (the sender signals the switch's CPU per frame) or poll (the
+        /// server's port polls every 10 µs, like a NIC with interrupt
+        /// moderation)
+        #[arg(long, value_delimiter = ',', default_value = "rps,poll")]
+        switch: Vec<String>,
         /// Runs of each configuration; the table shows medians
         #[arg(long, default_value_t = 1)]
         runs: usize,
@@ -284,9 +290,10 @@ fn main() -> ExitCode {
                     image,
                     sleds,
                     tx,
+                    switch,
                     runs,
                 },
-        } => netbench::netboot(image, sleds, tx, runs),
+        } => netbench::netboot(image, sleds, tx, switch, runs),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -41,8 +41,10 @@ fn bench_boot_image(ws: &crate::Workspace, sh: &Shell) -> Result<PathBuf> {
 
 /// A lab with a server host and up to four sled hosts, the server's CPU
 /// (0) kept for the server: the switch's receive work is steered (RPS) to
-/// the other CPUs, as a hardware switch does not run on the server.
-fn lab(sleds: usize) -> Result<(Lab, Vec<String>)> {
+/// the other CPUs, as a hardware switch does not run on the server. With
+/// `switch` "poll", the server's port is polled by a thread on those CPUs
+/// instead, so the server no longer signals them for each frame.
+fn lab(sleds: usize, switch: &str) -> Result<(Lab, Vec<String>)> {
     let hosts = sleds.clamp(1, 4);
     let names: Vec<String> = (0..hosts).map(|i| format!("s{i}")).collect();
     let mut all = vec!["srv"];
@@ -52,12 +54,17 @@ fn lab(sleds: usize) -> Result<(Lab, Vec<String>)> {
     if cores > 1 {
         let others = ((1u64 << cores.min(63)) - 1) & !1;
         lab.steer_switch(others)?;
+        match switch {
+            "rps" => {}
+            "poll" => lab.poll_port("srv", others, Duration::from_micros(10))?,
+            other => return Err(format!("unknown switch model {other:?}: rps or poll").into()),
+        }
     }
     Ok((lab, names))
 }
 
-fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str) -> Result<Row> {
-    let (lab, names) = lab(sleds)?;
+fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str, switch: &str) -> Result<Row> {
+    let (lab, names) = lab(sleds, switch)?;
     let per_host = sleds.div_ceil(names.len());
     let size = bootimage::Image::open(image)?.header().image_size;
 
@@ -132,8 +139,8 @@ fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str) -> Result<Row> {
 /// Send only: CPU seconds per GiB to send 1 GiB of DATA frames (128 to a
 /// call, built once) on the server host's link with `tx`, from one thread
 /// on CPU 0 that does nothing else. Frames cross the bridge to a sled host.
-fn floor(tx: &str) -> Result<f64> {
-    let (lab, _) = lab(1)?;
+fn floor(tx: &str, switch: &str) -> Result<f64> {
+    let (lab, _) = lab(1, switch)?;
     let xdp = tx != "native";
     let cpu = netboot::lab::in_namespace(&lab.ns("srv"), || -> std::io::Result<Duration> {
         rusage::pin_to(0)?;
@@ -172,6 +179,17 @@ fn cpu_of(pid: u32) -> Result<Duration> {
     Ok(Duration::from_millis(ticks * 10))
 }
 
+/// " (min..max)" of several runs, or nothing for one.
+fn spread(v: &[f64]) -> String {
+    if v.len() < 2 {
+        return String::new();
+    }
+    let (lo, hi) = v
+        .iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    format!(" ({lo:.2}..{hi:.2})")
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -181,6 +199,7 @@ pub fn netboot(
     image: Option<PathBuf>,
     sleds: Vec<usize>,
     txs: Vec<String>,
+    switches: Vec<String>,
     runs: usize,
 ) -> Result<()> {
     let ws = crate::workspace()?;
@@ -199,58 +218,56 @@ pub fn netboot(
     let size = bootimage::Image::open(&image)?.header().image_size;
     let runs = runs.max(1);
     let mut lines = Vec::new();
-    for tx in &txs {
-        let floors: Vec<f64> = (0..runs).map(|_| floor(tx)).collect::<Result<_>>()?;
-        eprintln!("bench: send only with --tx {tx}: {floors:.2?} core-s/GiB");
-        lines.push(format!(
-            "| {tx} | send only | | | | {:.2} core-s | |",
-            median(floors)
-        ));
-        for &n in &sleds {
-            let mut rows = Vec::new();
-            for r in 0..runs {
-                eprintln!(
-                    "bench: --tx {tx}, {n} sled(s), {:.1} MB each, run {}",
-                    size as f64 / 1e6,
-                    r + 1
-                );
-                rows.push(run_once(&bin, &image, n, tx)?);
-            }
-            let cpus: Vec<f64> = rows.iter().map(|r| r.server_cpu_per_gib).collect();
-            let cpu = median(cpus.clone());
-            // The run with the median CPU stands for the others.
-            let row = rows
-                .iter()
-                .find(|r| r.server_cpu_per_gib == cpu)
-                .expect("the median is one of the runs");
-            let spread = if runs > 1 {
-                let (lo, hi) = cpus
-                    .iter()
-                    .fold((f64::MAX, 0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
-                format!(" ({lo:.2}..{hi:.2})")
-            } else {
-                String::new()
-            };
+    for switch in &switches {
+        for tx in &txs {
+            let floors: Vec<f64> = (0..runs)
+                .map(|_| floor(tx, switch))
+                .collect::<Result<_>>()?;
+            eprintln!("bench: {switch}, send only with --tx {tx}: {floors:.2?} core-s/GiB");
             lines.push(format!(
-                "| {tx} ({}) | {n} | {:.2} s | {:.0}..{:.0} | {:.0} | {cpu:.2} core-s{spread} | {:.2} core-s |",
-                row.sends_with,
-                row.wall.as_secs_f64(),
-                row.per_sled.0,
-                row.per_sled.1,
-                row.aggregate,
-                row.startup_cpu.as_secs_f64()
+                "| {switch} | {tx} | send only | | | | {:.2} core-s{} | |",
+                median(floors.clone()),
+                spread(&floors)
             ));
+            for &n in &sleds {
+                let mut rows = Vec::new();
+                for r in 0..runs {
+                    eprintln!(
+                        "bench: {switch}, --tx {tx}, {n} sled(s), {:.1} MB each, run {}",
+                        size as f64 / 1e6,
+                        r + 1
+                    );
+                    rows.push(run_once(&bin, &image, n, tx, switch)?);
+                }
+                let cpus: Vec<f64> = rows.iter().map(|r| r.server_cpu_per_gib).collect();
+                let cpu = median(cpus.clone());
+                // The run with the median CPU stands for the others.
+                let row = rows
+                    .iter()
+                    .find(|r| r.server_cpu_per_gib == cpu)
+                    .expect("the median is one of the runs");
+                lines.push(format!(
+                    "| {switch} | {tx} ({}) | {n} | {:.2} s | {:.0}..{:.0} | {:.0} | {cpu:.2} core-s{} | {:.2} core-s |",
+                    row.sends_with,
+                    row.wall.as_secs_f64(),
+                    row.per_sled.0,
+                    row.per_sled.1,
+                    row.aggregate,
+                    spread(&cpus),
+                    row.startup_cpu.as_secs_f64()
+                ));
+            }
         }
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!(
-        "image: {} ({:.1} MB, plain); {cores} cores; release build; veth pairs on a bridge, each sled host its own namespace; server on CPU 0, bridge receive work steered (RPS) to the others; {runs} run(s) each, medians",
+        "image: {} ({:.1} MB, plain); {cores} cores; release build; veth pairs on a bridge, each sled host its own namespace; server on CPU 0, bridge receive work steered (RPS) to the others; switch rps: the server's frames too, poll: the server's port polled every 10 us by a real-time thread on the others; {runs} run(s) each, medians",
         image.display(),
         size as f64 / 1e6
     );
     println!();
-    println!("| --tx | sleds | wall | MB/s per sled (min..max) | MB/s aggregate | server CPU per GiB served | server start-up (verify) |");
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| switch | --tx | sleds | wall | MB/s per sled (min..max) | MB/s aggregate | server CPU per GiB served | server start-up (verify) |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for l in lines {
         println!("{l}");
     }
