@@ -32,6 +32,9 @@ enum Backend {
     Packet,
     /// AF_PACKET receiving, AF_XDP sending.
     Xdp,
+    /// The same, the server's switch port polled (as `bench netboot
+    /// --switch poll` runs it).
+    XdpPolledPort,
     Dlpi,
 }
 
@@ -54,6 +57,9 @@ fn boot(
     let mut all: Vec<&str> = vec!["srv"];
     all.extend(names.iter().map(String::as_str));
     let lab = Lab::create(&prefix(tag), &all).unwrap();
+    if matches!(backend, Backend::XdpPolledPort) {
+        poll_server_port(&lab);
+    }
 
     let stop = AtomicBool::new(false);
     let events = std::thread::scope(|s| {
@@ -61,7 +67,7 @@ fn boot(
             in_namespace(&lab.ns("srv"), || {
                 let mut link: Box<dyn Link> = match backend {
                     Backend::Packet => Box::new(PacketLink::open("eth0", false).unwrap()),
-                    Backend::Xdp => {
+                    Backend::Xdp | Backend::XdpPolledPort => {
                         let mut link = PacketLink::open("eth0", false).unwrap();
                         link.use_xdp_tx().unwrap();
                         assert_eq!(link.sends_with(), "AF_XDP");
@@ -304,6 +310,57 @@ fn a_second_server_on_one_link_falls_back_to_af_packet() {
     })
     .unwrap();
     drop(lab);
+}
+
+/// Makes the server's switch port polled and checks the polling thread:
+/// pinned to the last CPU, real-time.
+fn poll_server_port(lab: &Lab) {
+    let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
+    lab.poll_port("srv", 1 << cpu, Duration::from_micros(10))
+        .unwrap();
+    let name: String = format!("napi/{}-", lab.port("srv"))
+        .chars()
+        .take(15)
+        .collect();
+    let threads: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm"))
+                .is_ok_and(|c| c.trim_end().starts_with(&name))
+        })
+        .collect();
+    assert!(!threads.is_empty(), "no thread named {name}");
+    for t in threads {
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap();
+        assert!(
+            status.contains(&format!("Cpus_allowed_list:\t{cpu}\n")),
+            "{status}"
+        );
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // Fields 40 and 41 of stat (here 37 and 38): rt_priority, policy.
+        assert_eq!((fields[37], fields[38]), ("50", "1"), "SCHED_FIFO 50");
+    }
+}
+
+/// Eight sleds boot through a switch whose server port is polled.
+#[test]
+fn af_xdp_through_a_polled_switch_port() {
+    boot(
+        "p",
+        Backend::XdpPolledPort,
+        2,
+        4,
+        SledFaults::default(),
+        &image((1 << 20) + 77_000, 6),
+        false,
+    );
 }
 
 #[test]
