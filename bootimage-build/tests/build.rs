@@ -6,17 +6,11 @@ use std::path::{Path, PathBuf};
 
 use bootimage_build::build;
 
+mod support;
+use support::listing;
+
 fn config() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/images")
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 /// A newc reader for the tests: (name, mode, mtime, data) per entry.

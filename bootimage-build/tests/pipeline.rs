@@ -10,6 +10,9 @@ use std::process::Command;
 
 use bootimage_build::build;
 
+mod support;
+use support::listing;
+
 const ROM: u64 = 32 << 20;
 
 /// A project tree like a real OS build's: a ramdisk root, a boot proto
@@ -73,15 +76,6 @@ fn run(cmd: &mut Command) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    v.sort();
-    v
 }
 
 #[test]

@@ -285,8 +285,8 @@ fn set_offload(dev: &str, cmd: u32, on: bool) -> io::Result<()> {
     Ok(())
 }
 
-/// Restricts thread `pid` to the CPUs in `mask`.
-fn pin(pid: libc::pid_t, mask: u64) -> io::Result<()> {
+/// Restricts thread `pid` (0: the calling thread) to the CPUs in `mask`.
+pub fn pin(pid: libc::pid_t, mask: u64) -> io::Result<()> {
     // SAFETY: an all-zero cpu_set_t is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     for cpu in (0..64).filter(|c| mask >> c & 1 == 1) {

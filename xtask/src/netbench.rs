@@ -123,9 +123,7 @@ fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str, switch: &str) -> R
     drop(lab);
     let served_gib = (size as f64 * sleds as f64) / (1u64 << 30) as f64;
     let serving_cpu = usage.cpu.saturating_sub(startup_cpu);
-    let (lo, hi) = rates
-        .iter()
-        .fold((f64::MAX, 0f64), |(lo, hi), &r| (lo.min(r), hi.max(r)));
+    let (lo, hi) = min_max(&rates);
     Ok(Row {
         wall,
         per_sled: (lo, hi),
@@ -139,11 +137,11 @@ fn run_once(bin: &Path, image: &Path, sleds: usize, tx: &str, switch: &str) -> R
 /// Send only: CPU seconds per GiB to send 1 GiB of DATA frames (128 to a
 /// call, built once) on the server host's link with `tx`, from one thread
 /// on CPU 0 that does nothing else. Frames cross the bridge to a sled host.
-fn floor(tx: &str, switch: &str) -> Result<f64> {
+fn send_only(tx: &str, switch: &str) -> Result<f64> {
     let (lab, _) = lab(1, switch)?;
     let xdp = tx != "native";
     let cpu = netboot::lab::in_namespace(&lab.ns("srv"), || -> std::io::Result<Duration> {
-        rusage::pin_to(0)?;
+        netboot::lab::pin(0, 1)?;
         let mut link = PacketLink::open("eth0", false).map_err(std::io::Error::other)?;
         if xdp {
             link.use_xdp_tx()?;
@@ -184,10 +182,13 @@ fn spread(v: &[f64]) -> String {
     if v.len() < 2 {
         return String::new();
     }
-    let (lo, hi) = v
-        .iter()
-        .fold((f64::MAX, 0f64), |(lo, hi), &c| (lo.min(c), hi.max(c)));
+    let (lo, hi) = min_max(v);
     format!(" ({lo:.2}..{hi:.2})")
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -220,14 +221,14 @@ pub fn netboot(
     let mut lines = Vec::new();
     for switch in &switches {
         for tx in &txs {
-            let floors: Vec<f64> = (0..runs)
-                .map(|_| floor(tx, switch))
+            let sends: Vec<f64> = (0..runs)
+                .map(|_| send_only(tx, switch))
                 .collect::<Result<_>>()?;
-            eprintln!("bench: {switch}, send only with --tx {tx}: {floors:.2?} core-s/GiB");
+            eprintln!("bench: {switch}, send only with --tx {tx}: {sends:.2?} core-s/GiB");
             lines.push(format!(
                 "| {switch} | {tx} | send only | | | | {:.2} core-s{} | |",
-                median(floors.clone()),
-                spread(&floors)
+                median(sends.clone()),
+                spread(&sends)
             ));
             for &n in &sleds {
                 let mut rows = Vec::new();

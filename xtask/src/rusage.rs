@@ -1,5 +1,5 @@
 //! FFI: what `std` does not report: a child's own peak memory and CPU
-//! time (`wait4`), the calling thread's CPU time, and pinning it to a CPU.
+//! time (`wait4`), and the calling thread's CPU time.
 
 use std::io;
 use std::process::{Command, ExitStatus};
@@ -45,13 +45,16 @@ pub fn wait(child: std::process::Child, start: Instant) -> io::Result<Usage> {
     let wall = start.elapsed();
     // The child is reaped; `Child` does not wait on drop.
     drop(child);
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
     Ok(Usage {
         status: ExitStatus::from_raw(status),
         wall,
         max_rss: ru.ru_maxrss as u64 * 1024,
-        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        cpu: duration(ru.ru_utime) + duration(ru.ru_stime),
     })
+}
+
+fn duration(t: libc::timeval) -> Duration {
+    Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000)
 }
 
 /// User plus system CPU time of the calling thread so far.
@@ -62,20 +65,5 @@ pub fn thread_cpu() -> io::Result<Duration> {
     if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } < 0 {
         return Err(io::Error::last_os_error());
     }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    Ok(tv(ru.ru_utime) + tv(ru.ru_stime))
-}
-
-/// Restricts the calling thread to CPU `cpu`.
-pub fn pin_to(cpu: usize) -> io::Result<()> {
-    // SAFETY: an all-zero cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: callers pass a CPU number below CPU_SETSIZE.
-    unsafe { libc::CPU_SET(cpu, &mut set) };
-    // SAFETY: `set` is a valid cpu_set_t of the given size; 0 is this thread.
-    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(duration(ru.ru_utime) + duration(ru.ru_stime))
 }
