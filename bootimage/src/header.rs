@@ -21,6 +21,17 @@ pub const NAME_MAX_LEN: usize = NAME_FIELD_LEN - 1;
 pub const MIN_IMAGE_SIZE: u64 = 4096;
 /// Largest image the OS will boot.
 pub const MAX_IMAGE_SIZE: u64 = 4 << 30;
+/// Network boot: the deployed client fetches whole batches of 128 x 1 KiB
+/// and hashes its ramdisk up to the end of the last batch (illumos
+/// `uts/oxide/boot_image/oxide_boot_net.c`, `oxide_boot_net_ether_turn`:
+/// `oxide_boot_ramdisk_set_len(oxb, oe->oe_offset)`), so only an image
+/// whose size is a multiple of this verifies there. Disk boot and the
+/// service processor hash exactly `image_size` bytes.
+pub const NETBOOT_ALIGN: u64 = 128 * 1024;
+/// Network boot: the client ignores an OFFER whose sizes are under 1 MiB
+/// (`oxide_boot_net_ether_turn`, REST state).
+pub const NETBOOT_MIN_SIZE: u64 = 1 << 20;
+
 /// The previous tools' default dataset.
 pub const DEFAULT_DATASET: &str = "rpool/ROOT/ramdisk";
 /// The previous tools' default target size (4 GiB).
@@ -344,6 +355,13 @@ impl Header {
         check_image_size(self.image_size, self.target_size)
     }
 
+    /// Why a sled could not boot this image over the network, if it could
+    /// not: the one statement of the network boot rules
+    /// ([`NETBOOT_MIN_SIZE`], [`NETBOOT_ALIGN`]).
+    pub fn netboot_problem(&self) -> Option<String> {
+        netboot_problem(self.image_size, self.target_size)
+    }
+
     /// Lower-case hex of the image checksum.
     pub fn sha256_hex(&self) -> String {
         hex(&self.sha256)
@@ -365,6 +383,24 @@ pub fn check_image_size(image_size: u64, target_size: u64) -> Result<(), HeaderE
         });
     }
     Ok(())
+}
+
+/// [`Header::netboot_problem`] for an image and target size.
+pub fn netboot_problem(image_size: u64, target_size: u64) -> Option<String> {
+    if image_size < NETBOOT_MIN_SIZE || target_size < NETBOOT_MIN_SIZE {
+        return Some(format!(
+            "image size {image_size} or target size {target_size} is under 1 MiB: \
+             the sled's network client ignores the offer"
+        ));
+    }
+    if image_size % NETBOOT_ALIGN != 0 {
+        return Some(format!(
+            "image size {image_size} is not a multiple of 128 KiB (131072 bytes): a sled \
+             booting over the network hashes whole 128 KiB batches and fails its integrity \
+             check (pad the raw image, e.g. mkimage --pad-to 128KiB)"
+        ));
+    }
+    None
 }
 
 /// Lower-case hex of `bytes`.

@@ -26,8 +26,13 @@ pub mod zlib;
 
 pub use atomic::{write_file, AtomicFile};
 pub use error::Error;
-pub use header::{Flags, Header, HeaderError, Name, NameError, Version};
+pub use header::{
+    netboot_problem, Flags, Header, HeaderError, Name, NameError, Version, NETBOOT_ALIGN,
+    NETBOOT_MIN_SIZE,
+};
 pub use inspect::{inspect, InspectOptions};
-pub use make::{make_image, make_image_from, write_checksum_file, ImageSpec, DEFAULT_LEVEL};
+pub use make::{
+    make_image, make_image_from, padded_len, write_checksum_file, ImageSpec, DEFAULT_LEVEL,
+};
 pub use size::{parse_size, SizeError};
 pub use verify::{read_header, unpack_payload, verify_payload, verify_payload_serial, Image};

@@ -34,6 +34,10 @@ pub struct ImageSpec {
     /// Compression threads; 0 means one per core. The output's bytes do not
     /// depend on it.
     pub threads: usize,
+    /// Append zeros to the raw input, before hashing, up to a multiple of
+    /// this many bytes (0 or 1: none). [`crate::NETBOOT_ALIGN`] makes an
+    /// image that can be booted over the network.
+    pub pad_to: u64,
 }
 
 impl Default for ImageSpec {
@@ -44,6 +48,7 @@ impl Default for ImageSpec {
             target_size: DEFAULT_TARGET_SIZE,
             compression: None,
             threads: 0,
+            pad_to: 0,
         }
     }
 }
@@ -84,7 +89,12 @@ pub fn make_image(
     let meta = file.metadata().map_err(Error::io(input, "stat"))?;
     if meta.is_file() {
         // Fail before writing anything when the size alone rules it out.
-        check_input_size(input, meta.len(), spec.target_size)?;
+        let size = if meta.len() == 0 {
+            0
+        } else {
+            padded_len(meta.len(), spec.pad_to)
+        };
+        check_input_size(input, size, spec.target_size)?;
     }
     make_image_from(file, input, output, spec, progress)
 }
@@ -105,7 +115,7 @@ fn check_input_size(input: &Path, size: u64, target_size: u64) -> Result<(), Err
 /// payloads: blocks are deflated on `spec.threads` threads (see
 /// [`crate::zlib`]) while this thread reads and hashes.
 pub fn make_image_from(
-    mut input: impl Read + Send,
+    input: impl Read + Send,
     input_name: &Path,
     output: &Path,
     spec: &ImageSpec,
@@ -116,6 +126,12 @@ pub fn make_image_from(
             return Err(Error::Level { level });
         }
     }
+    let mut input = PadTo {
+        inner: input,
+        align: spec.pad_to,
+        len: 0,
+        ended: false,
+    };
     let mut out = AtomicFile::create(output)?;
     let file = out.file();
     let mut hasher = Sha256::new();
@@ -205,6 +221,42 @@ pub fn make_image_from(
         .map_err(Error::io(output, "write header"))?;
     out.commit()?;
     Ok(header)
+}
+
+/// `len` rounded up to a multiple of `align` (0 or 1: unchanged).
+pub fn padded_len(len: u64, align: u64) -> u64 {
+    if align <= 1 {
+        len
+    } else {
+        len.div_ceil(align).saturating_mul(align)
+    }
+}
+
+/// A reader that yields its input, then zeros up to a multiple of `align`
+/// (an empty input stays empty).
+struct PadTo<R> {
+    inner: R,
+    align: u64,
+    len: u64,
+    ended: bool,
+}
+
+impl<R: Read> Read for PadTo<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if !self.ended {
+            let n = self.inner.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                self.len += n as u64;
+                return Ok(n);
+            }
+            self.ended = true;
+        }
+        let missing = padded_len(self.len, self.align) - self.len;
+        let n = buf.len().min(usize::try_from(missing).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.len += n as u64;
+        Ok(n)
+    }
 }
 
 /// Writes `data` at `offset`, leaving 4 KiB blocks of zeros as holes.

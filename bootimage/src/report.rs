@@ -55,5 +55,7 @@ pub fn header_json(h: &Header, verified: Option<bool>) -> serde_json::Value {
         "ratio": (h.flags.compressed() && h.data_size > 0)
             .then(|| h.image_size as f64 / h.data_size as f64),
         "verified": verified,
+        "netboot": h.netboot_problem().is_none(),
+        "netboot_problem": h.netboot_problem(),
     })
 }

@@ -51,6 +51,11 @@ struct Args {
     #[arg(long = "threads", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
     threads: Option<u32>,
+    /// Append zeros to the raw image, before hashing, up to a multiple of
+    /// SIZE. A sled booting over the network needs a multiple of 128 KiB:
+    /// --pad-to 128KiB
+    #[arg(long = "pad-to", value_name = "SIZE", value_parser = parse_size)]
+    pad_to: Option<u64>,
 }
 
 /// `-s` takes mebibytes.
@@ -72,6 +77,7 @@ fn run(args: Args) -> Result<(), Error> {
         target_size,
         compression: args.compress.then_some(args.level),
         threads: args.threads.unwrap_or(0) as usize,
+        pad_to: args.pad_to.unwrap_or(0),
         ..ImageSpec::default()
     }
     .with_names(&args.dataset, &args.name)?;
@@ -81,6 +87,14 @@ fn run(args: Args) -> Result<(), Error> {
     let header = make_image(&args.input, &args.output, &spec, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
     println!("ok, image written!");
+    // The image is fine for disk boot; say so on stderr (stdout stays the
+    // previous tool's) when a sled could not boot it over the network.
+    if let Some(problem) = header.netboot_problem() {
+        eprintln!(
+            "mkimage: {}: note: cannot be booted over the network: {problem}",
+            args.output.display()
+        );
+    }
     if let Some(path) = &args.checksum_file {
         write_checksum_file(path, &header.sha256)?;
         println!("ok, boot_image_csum file written!");
