@@ -252,7 +252,9 @@ impl<R: Read> Read for PadTo<R> {
             self.ended = true;
         }
         let missing = padded_len(self.len, self.align) - self.len;
-        let n = buf.len().min(usize::try_from(missing).unwrap_or(usize::MAX));
+        let n = buf
+            .len()
+            .min(usize::try_from(missing).unwrap_or(usize::MAX));
         buf[..n].fill(0);
         self.len += n as u64;
         Ok(n)

@@ -68,8 +68,16 @@ fn plain_image_is_byte_identical_to_the_previous_tool() {
         stdout(&o),
         "ok, image written!\nok, boot_image_csum file written!\n"
     );
-    // Not a terminal: no progress output.
-    assert_eq!(stderr(&o), "");
+    // Not a terminal: no progress output; only the note that this small
+    // image cannot be booted over the network (stdout stays the previous
+    // tool's).
+    assert_eq!(
+        stderr(&o),
+        format!(
+            "mkimage: out.img: note: cannot be booted over the network: {}\n",
+            bootimage::netboot_problem(fs::metadata(raw()).unwrap().len(), 4 << 20).unwrap()
+        )
+    );
     assert_eq!(
         fs::read(dir.path().join("out.img")).unwrap(),
         fs::read(vectors().join("small-plain.img")).unwrap()
@@ -434,4 +442,77 @@ fn lookimage_reports_and_verifies_a_version_1_image() {
         "{}",
         stdout(&o)
     );
+}
+
+/// `--pad-to 128KiB`: zeros appended before hashing, so the image is a whole
+/// number of network-boot batches; lookimage --json says whether an image
+/// can be booted over the network, and why not.
+#[test]
+fn mkimage_pad_to_makes_an_image_a_sled_can_boot_over_the_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = vectors_data((1 << 20) + 777);
+    fs::write(dir.path().join("in.raw"), &data).unwrap();
+    for (args, out) in [
+        (&[][..], "unpadded.img"),
+        (&["--pad-to", "128KiB"][..], "padded.img"),
+    ] {
+        for z in [false, true] {
+            let out = if z {
+                format!("z-{out}")
+            } else {
+                out.to_string()
+            };
+            let mut a = vec!["-i", "in.raw", "-o", &out];
+            a.extend_from_slice(args);
+            if z {
+                a.push("-z");
+            }
+            let o = run("mkimage", &a, dir.path());
+            assert!(o.status.success(), "{}", stderr(&o));
+            assert_eq!(stdout(&o), "ok, image written!\n");
+            let padded = !args.is_empty();
+            assert_eq!(
+                stderr(&o).contains("cannot be booted over the network"),
+                !padded,
+                "{}",
+                stderr(&o)
+            );
+            let o = run("lookimage", &["--json", &out], dir.path());
+            assert!(o.status.success(), "{}", stderr(&o));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(v["verified"], true);
+            assert_eq!(v["netboot"], padded, "{v}");
+            let size = if padded {
+                (1 << 20) + (128 << 10)
+            } else {
+                (1 << 20) + 777
+            };
+            assert_eq!(v["image_size"], size);
+            if padded {
+                assert!(v["netboot_problem"].is_null());
+                let mut want = data.clone();
+                want.resize(size as usize, 0);
+                let sum: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(&want).into();
+                assert_eq!(v["sha256"], bootimage::header::hex(&sum));
+            } else {
+                let why = v["netboot_problem"].as_str().unwrap();
+                assert!(
+                    why.contains("not a multiple of 128 KiB (131072 bytes)"),
+                    "{why}"
+                );
+            }
+            // The text output stays the previous tool's seven lines.
+            let o = run("lookimage", &[&out], dir.path());
+            assert!(!stdout(&o).contains("netboot"), "{}", stdout(&o));
+        }
+    }
+    // An aligned input needs no padding and gets no note.
+    fs::write(dir.path().join("aligned.raw"), vectors_data(2 << 20)).unwrap();
+    let o = run(
+        "mkimage",
+        &["-i", "aligned.raw", "-o", "aligned.img"],
+        dir.path(),
+    );
+    assert!(o.status.success());
+    assert_eq!(stderr(&o), "");
 }
