@@ -73,8 +73,8 @@ const SERVER: Mac = Mac([2, 0, 0, 0, 0, 0xfe]);
 /// limit. Each record is [MAC selector, time step, length / 6, bytes].
 pub fn server(data: &[u8]) {
     let mut c = Catalog::new();
-    let img: Vec<u8> = (0..(1 << 20) + 77).map(|i| i as u8).collect();
-    let i = c.add(ServedImage::from_memory("img", img));
+    let img: Vec<u8> = (0..(1 << 20) + (128 << 10)).map(|i| i as u8).collect();
+    let i = c.add(ServedImage::from_memory("img", img).expect("a servable size"));
     c.assign(Mac([2, 0, 0, 0, 0, 1]), i);
     c.assign(Mac([2, 0, 0, 0, 0, 2]), i);
     let limits = Limits {

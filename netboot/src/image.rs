@@ -13,15 +13,39 @@ use bootimage::Header;
 use crate::wire::Offer;
 
 /// Smallest image the deployed client accepts.
-pub const MIN_CLIENT_SIZE: u64 = 1 << 20;
+pub const MIN_CLIENT_SIZE: u64 = bootimage::NETBOOT_MIN_SIZE;
+
+/// A network-booted image's size must be a multiple of this (see
+/// [`bootimage::NETBOOT_ALIGN`]); [`servable`] is where the server applies
+/// the rule.
+pub const BATCH_ALIGN: u64 = bootimage::NETBOOT_ALIGN;
 
 /// Why an image cannot be offered.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     #[error(transparent)]
     Image(#[from] bootimage::Error),
-    #[error("{}: image size {size} is under 1 MiB: the sled's client refuses it", path.display())]
-    TooSmall { path: PathBuf, size: u64 },
+    /// The deployed client could not boot it over the network
+    /// ([`bootimage::Header::netboot_problem`]).
+    #[error("{}: {problem}", path.display())]
+    NotServable { path: PathBuf, problem: String },
+}
+
+/// Whether the deployed client can boot an image with this header over the
+/// network: a valid header, at least 1 MiB, a whole number of 128 KiB
+/// batches. Checked before an image is verified or offered.
+pub fn servable(header: &Header, path: &Path) -> Result<(), ImageError> {
+    header.check().map_err(|source| bootimage::Error::Header {
+        path: path.to_owned(),
+        source,
+    })?;
+    match header.netboot_problem() {
+        Some(problem) => Err(ImageError::NotServable {
+            path: path.to_owned(),
+            problem,
+        }),
+        None => Ok(()),
+    }
 }
 
 enum Bytes {
@@ -86,16 +110,7 @@ impl ServedImage {
         let file_id = FileId::of(path).map_err(io_err("stat"))?;
         let mut file = File::open(path).map_err(io_err("open"))?;
         let header = bootimage::read_header(&mut file, path)?;
-        if header.image_size < MIN_CLIENT_SIZE {
-            header.check().map_err(|source| bootimage::Error::Header {
-                path: path.to_owned(),
-                source,
-            })?;
-            return Err(ImageError::TooSmall {
-                path: path.to_owned(),
-                size: header.image_size,
-            });
-        }
+        servable(&header, path)?;
         let bytes = if header.flags.compressed() {
             let tmp = tempfile::tempfile().map_err(io_err("create cache file"))?;
             let cache = Path::new("<inflate cache>");
@@ -119,19 +134,22 @@ impl ServedImage {
     }
 
     /// An image held in memory (for simulations and tests), made as
-    /// `mkimage` would with the default dataset and a 4 GiB target.
-    pub fn from_memory(name: &str, image: Vec<u8>) -> ServedImage {
+    /// `mkimage` would with the default dataset and a 4 GiB target; the
+    /// same rules as [`ServedImage::load`] apply.
+    pub fn from_memory(name: &str, image: Vec<u8>) -> Result<ServedImage, ImageError> {
         use sha2::Digest;
         let size = image.len() as u64;
         let header = Header::plain(size, size.max(4 << 30), sha2::Sha256::digest(&image).into());
-        ServedImage {
+        let path = PathBuf::from(format!("<memory:{name}>"));
+        servable(&header, &path)?;
+        Ok(ServedImage {
             name: name.to_owned(),
-            path: PathBuf::from(format!("<memory:{name}>")),
+            path,
             offer: offer_for(&header),
             header,
             file_id: None,
             bytes: Bytes::Memory(image.into()),
-        }
+        })
     }
 
     /// Uncompressed image bytes.

@@ -183,7 +183,13 @@ pub fn run_sleds(
             }
             let mut dst = [0u8; 6];
             dst.copy_from_slice(&frame[..6]);
-            if let Some(&i) = index.get(&Mac(dst)) {
+            if Mac(dst).is_broadcast() {
+                // Every sled's NIC takes broadcasts (HELLOs of the other
+                // sleds included: the client ignores them).
+                for s in sleds.iter_mut() {
+                    s.handle(now, frame, &mut out);
+                }
+            } else if let Some(&i) = index.get(&Mac(dst)) {
                 sleds[i].handle(now, frame, &mut out);
             }
         }

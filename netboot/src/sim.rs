@@ -130,35 +130,37 @@ impl Sim {
             let Ok(eth) = EthFrame::parse(frame) else {
                 continue;
             };
-            let to = if from_server {
-                match self.sleds.iter().position(|s| s.mac() == eth.dst) {
-                    Some(i) => To::Sled(i),
-                    None => continue,
+            let mut to = Vec::new();
+            if from_server {
+                if eth.dst.is_broadcast() {
+                    to.extend((0..self.sleds.len()).map(To::Sled));
+                } else if let Some(i) = self.sleds.iter().position(|s| s.mac() == eth.dst) {
+                    to.push(To::Sled(i));
                 }
             } else if eth.dst.is_broadcast() || Some(eth.dst) == server_mac {
-                To::Server
-            } else {
-                continue;
-            };
-            let loss = match to {
-                To::Server => self.faults.loss_to_server,
-                To::Sled(_) => self.faults.loss_to_sled,
-            };
-            if self.rng.chance(loss) {
-                continue;
+                to.push(To::Server);
             }
-            let copies = if self.rng.chance(self.faults.duplicate) {
-                2
-            } else {
-                1
-            };
-            for _ in 0..copies {
-                let mut delay = self.latency;
-                if self.rng.chance(self.faults.reorder) {
-                    let by = self.faults.reorder_by.as_nanos() as u64;
-                    delay += Duration::from_nanos(self.rng.below(by.max(1)));
+            for to in to {
+                let loss = match to {
+                    To::Server => self.faults.loss_to_server,
+                    To::Sled(_) => self.faults.loss_to_sled,
+                };
+                if self.rng.chance(loss) {
+                    continue;
                 }
-                self.enqueue(to, frame.to_vec(), delay);
+                let copies = if self.rng.chance(self.faults.duplicate) {
+                    2
+                } else {
+                    1
+                };
+                for _ in 0..copies {
+                    let mut delay = self.latency;
+                    if self.rng.chance(self.faults.reorder) {
+                        let by = self.faults.reorder_by.as_nanos() as u64;
+                        delay += Duration::from_nanos(self.rng.below(by.max(1)));
+                    }
+                    self.enqueue(to, frame.to_vec(), delay);
+                }
             }
         }
         self.out = out;

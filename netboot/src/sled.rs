@@ -1,22 +1,41 @@
 //! An emulator of the sled's network boot client, without I/O, behaving as
-//! the deployed client does (see `shared/spec/netboot-protocol.md`):
+//! the deployed client does: illumos `uts/oxide/boot_image/oxide_boot_net.c`
+//! (`oxide_boot_net_ether_rx`, `oxide_boot_net_ether_turn`) and
+//! `oxide_boot.c`; see `shared/spec/netboot-protocol.md`.
 //!
 //! - HELLO (broadcast) every 4 s until it accepts an OFFER;
+//! - takes frames sent to its MAC or to the broadcast address, from anyone:
+//!   the client never checks a frame's source (`ether_rx` looks only at the
+//!   magic, type and len; `ether_turn` at the offset);
 //! - accepts an OFFER only if len is 176, the dataset's byte 127 is NUL,
 //!   ramdisk and data size are at least 1 MiB, data size <= ramdisk size,
-//!   and the SHA-256 is the one it expects; the OFFER's source is its server;
-//! - keeps 128 slots; only when all are empty does it start a batch of the
-//!   next 128 offsets (1024 apart, even past the end), sent as a dense READ;
+//!   and the SHA-256 is the one it expects; the OFFER's source is its server
+//!   (the only thing that MAC is used for is addressing READ and FINISHED);
+//! - before that it ignores DATA silently; after it, OFFERs;
+//! - keeps 128 slots; only when all are empty, and while neither the end
+//!   was seen nor the next offset reached the OFFER's data size, does it
+//!   start a batch of the next 128 offsets (1024 apart, even past the end),
+//!   sent as a dense READ;
 //! - re-requests slots that waited over 1 s with the sparse encoding (each
 //!   offset at its slot index, count = how many);
 //! - takes DATA with 8 <= len <= 1476 for an offset it waits for; an empty
-//!   DATA means end of image: no more batches;
-//! - sends FINISHED once when the image is complete, and treats RESET as
-//!   failure.
+//!   DATA means end of image: no more batches. A DATA for any other offset
+//!   is dropped with a console line ("dropped data packet for offset N"),
+//!   printed synchronously: the client's loop is blocked for the time the
+//!   serial console takes ([`Sled::with_console`]), and frames that arrive
+//!   meanwhile wait in its queue;
+//! - when every slot is empty and the end is reached it sends FINISHED once,
+//!   sets the ramdisk's length to the end of its last batch
+//!   (`oxide_boot_ramdisk_set_len(oe_offset)`) and hashes that many bytes of
+//!   its zero-filled ramdisk. So an image verifies over the network only if
+//!   its size is a multiple of 128 KiB ([`crate::image::BATCH_ALIGN`]);
+//! - a RESET with len 0, from anyone, at any time, ends the boot (the real
+//!   client panics and reboots).
 //!
-//! It hashes what it receives batch by batch (batches complete in order),
-//! so it checks the SHA-256 in bounded memory, and can also keep the bytes.
+//! It hashes each batch as it completes (batches complete in order), so it
+//! checks the SHA-256 in bounded memory, and can also keep the bytes.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -33,21 +52,31 @@ pub const HELLO_INTERVAL: Duration = Duration::from_secs(4);
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 /// The client's loop wakes at least this often.
 pub const TICK: Duration = Duration::from_millis(50);
+/// What one console line costs at 115200 baud (about 45 characters of
+/// "dropped data packet for offset N", 10 bits each): a typical value for
+/// [`Sled::with_console`].
+pub const CONSOLE_LINE_115200: Duration = Duration::from_micros(3_900);
+/// Frames held while the client's loop is blocked on its console; more are
+/// dropped, as a NIC's receive ring would.
+const QUEUE_LIMIT: usize = 4096;
 
 const BATCH_BYTES: usize = READ_SLOTS * DATA_CHUNK;
 
 /// How a boot ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// The image arrived and its SHA-256 matched.
+    /// The ramdisk hashed to the SHA-256 offered: `bytes` is the length
+    /// the client set (the end of its last batch).
     Booted {
         server: Mac,
         bytes: u64,
         elapsed: Duration,
     },
-    /// The image arrived but did not hash to what was offered.
-    ChecksumMismatch { actual: [u8; 32] },
-    /// The server sent RESET (the real client panics and reboots).
+    /// The ramdisk (`bytes` long, zero-filled past what arrived) did not
+    /// hash to what was offered: a real sled panics with "boot image
+    /// integrity failure".
+    ChecksumMismatch { actual: [u8; 32], bytes: u64 },
+    /// A RESET arrived (the real client panics and reboots).
     Reset { server: Mac },
 }
 
@@ -64,6 +93,7 @@ struct Transfer {
     slots: [Option<Slot>; READ_SLOTS],
     /// Offset of the current batch's first slot.
     batch_start: u64,
+    /// The client's `oe_offset`: the end of the last batch started.
     next_offset: u64,
     batch: Vec<u8>,
     eof: bool,
@@ -80,6 +110,11 @@ pub struct Sled {
     outcome: Option<Outcome>,
     finished_sent: bool,
     keep: Option<Vec<u8>>,
+    /// Time the client's loop is blocked per console line.
+    console: Duration,
+    /// The loop is printing until then; frames wait in `queue`.
+    busy_until: Duration,
+    queue: VecDeque<Vec<u8>>,
     /// DATA frames taken, dropped (not waited for) and READs sent.
     pub stats: SledStats,
 }
@@ -87,11 +122,17 @@ pub struct Sled {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SledStats {
     pub data_taken: u64,
+    /// DATA frames for an offset the client was not waiting for, while
+    /// reading: each is a console line on a real sled ("dropped data
+    /// packet for offset N").
     pub data_dropped: u64,
     pub reads: u64,
     pub rereads: u64,
     pub hellos: u64,
     pub offers_ignored: u64,
+    /// Frames lost because the queue was full while the console blocked
+    /// the loop.
+    pub queue_overflow: u64,
 }
 
 impl Sled {
@@ -106,13 +147,23 @@ impl Sled {
             outcome: None,
             finished_sent: false,
             keep: None,
+            console: Duration::ZERO,
+            busy_until: Duration::ZERO,
+            queue: VecDeque::new(),
             stats: SledStats::default(),
         }
     }
 
-    /// Also keep the received image in memory ([`Sled::image`]).
+    /// Also keep the received ramdisk in memory ([`Sled::image`]).
     pub fn keep_image(mut self) -> Sled {
         self.keep = Some(Vec::new());
+        self
+    }
+
+    /// Blocks the client's loop for `per_line` for every dropped-DATA
+    /// console line, as a synchronous serial console does.
+    pub fn with_console(mut self, per_line: Duration) -> Sled {
+        self.console = per_line;
         self
     }
 
@@ -124,7 +175,7 @@ impl Sled {
         self.outcome.as_ref()
     }
 
-    /// The image received, when kept.
+    /// The ramdisk received (up to the end of the last batch), when kept.
     pub fn image(&self) -> Option<&[u8]> {
         self.keep.as_deref()
     }
@@ -133,7 +184,7 @@ impl Sled {
     /// OFFER is accepted).
     pub fn progress(&self) -> (u64, u64) {
         match &self.transfer {
-            Some(t) => (t.hashed, t.offer.data_size),
+            Some(t) => (t.hashed.min(t.offer.data_size), t.offer.data_size),
             None => (0, 0),
         }
     }
@@ -142,6 +193,12 @@ impl Sled {
     pub fn next_wakeup(&self, now: Duration) -> Duration {
         if self.outcome.is_some() {
             return now + Duration::from_secs(3600);
+        }
+        if now < self.busy_until {
+            return self.busy_until;
+        }
+        if !self.queue.is_empty() {
+            return now;
         }
         let mut at = now + TICK;
         match &self.transfer {
@@ -159,13 +216,30 @@ impl Sled {
         at.max(now)
     }
 
-    /// Timers: HELLO, new batches, re-requests, FINISHED.
+    /// Timers: HELLO, new batches, re-requests, FINISHED; and frames that
+    /// waited while the console blocked the loop.
     pub fn poll(&mut self, now: Duration, out: &mut Outbox) {
-        if self.outcome.is_some() && self.finished_sent {
+        if now < self.busy_until {
+            return;
+        }
+        while now >= self.busy_until {
+            let Some(frame) = self.queue.pop_front() else {
+                break;
+            };
+            self.take(now, &frame, out);
+        }
+        if now < self.busy_until {
+            return;
+        }
+        self.turn(now, out);
+    }
+
+    fn turn(&mut self, now: Duration, out: &mut Outbox) {
+        if self.outcome.is_some() {
             return;
         }
         let Some(t) = &mut self.transfer else {
-            if self.outcome.is_none() && self.last_hello.is_none_or(|h| now >= h + HELLO_INTERVAL) {
+            if self.last_hello.is_none_or(|h| now >= h + HELLO_INTERVAL) {
                 out.push(Mac::BROADCAST, self.mac, &Repr::Hello { text: HELLO_TEXT });
                 self.last_hello = Some(now);
                 self.stats.hellos += 1;
@@ -175,8 +249,10 @@ impl Sled {
         let all_empty = t.slots.iter().all(Option::is_none);
         if all_empty {
             t.complete_batch(&mut self.keep);
-            if t.eof {
-                // The image is complete: FINISHED, once.
+            if t.eof || t.next_offset >= t.offer.data_size {
+                // oxide_boot_net_ether_turn: FINISHED, once, then
+                // oxide_boot_ramdisk_set_len(oe_offset) and the hash of
+                // that many bytes of the zero-filled ramdisk.
                 if !self.finished_sent {
                     out.push(t.server, self.mac, &Repr::Finished);
                     self.finished_sent = true;
@@ -188,7 +264,10 @@ impl Sled {
                             elapsed: now.saturating_sub(t.started),
                         }
                     } else {
-                        Outcome::ChecksumMismatch { actual }
+                        Outcome::ChecksumMismatch {
+                            actual,
+                            bytes: t.hashed,
+                        }
                     });
                 }
                 return;
@@ -234,14 +313,45 @@ impl Sled {
         }
     }
 
-    /// Handles one received Ethernet frame.
+    /// Handles one received Ethernet frame: at once, or after the console
+    /// lets the client's loop run again.
     pub fn handle(&mut self, now: Duration, frame: &[u8], out: &mut Outbox) {
+        if self.outcome.is_some() {
+            return;
+        }
         let Ok(eth) = EthFrame::parse(frame) else {
             return;
         };
-        if eth.ethertype != ETHERTYPE || eth.dst != self.mac || self.outcome.is_some() {
+        // The NIC's filter: the sled's own MAC and broadcast.
+        if eth.ethertype != ETHERTYPE || (eth.dst != self.mac && !eth.dst.is_broadcast()) {
             return;
         }
+        // oxide_boot_net_ether_rx: a RESET is acted on in the receive
+        // callback itself, whatever the loop is doing.
+        if let Ok(Repr::Reset) = Repr::parse(eth.payload) {
+            self.outcome = Some(Outcome::Reset { server: eth.src });
+            self.queue.clear();
+            return;
+        }
+        if now < self.busy_until || !self.queue.is_empty() {
+            if self.queue.len() < QUEUE_LIMIT {
+                self.queue.push_back(frame.to_vec());
+            } else {
+                self.stats.queue_overflow += 1;
+            }
+            return;
+        }
+        self.take(now, frame, out);
+    }
+
+    /// The loop's handling of one queued frame.
+    fn take(&mut self, now: Duration, frame: &[u8], out: &mut Outbox) {
+        if self.outcome.is_some() {
+            return;
+        }
+        let Ok(eth) = EthFrame::parse(frame) else {
+            return;
+        };
         let Ok(repr) = Repr::parse(eth.payload) else {
             return;
         };
@@ -272,19 +382,19 @@ impl Sled {
                     hashed: 0,
                 });
                 // The client starts its first batch at once.
-                self.poll(now, out);
+                self.turn(now, out);
             }
             Repr::Data { offset, bytes } => {
+                // Before an OFFER is accepted, DATA is ignored silently.
                 let Some(t) = &mut self.transfer else { return };
-                if eth.src != t.server {
-                    return;
-                }
                 let Some(slot) = t
                     .slots
                     .iter_mut()
                     .find(|s| s.is_some_and(|s| s.offset == offset))
                 else {
+                    // "dropped data packet for offset N", synchronously.
                     self.stats.data_dropped += 1;
+                    self.busy_until = now + self.console;
                     return;
                 };
                 *slot = None;
@@ -293,40 +403,31 @@ impl Sled {
                     t.eof = true;
                 } else {
                     let at = (offset - t.batch_start) as usize;
-                    let n = bytes.len().min(DATA_CHUNK);
+                    let n = bytes.len().min(BATCH_BYTES - at);
                     t.batch[at..at + n].copy_from_slice(&bytes[..n]);
                 }
                 if t.slots.iter().all(Option::is_none) {
-                    self.poll(now, out);
+                    self.turn(now, out);
                 }
             }
-            Repr::Reset => {
-                if let Some(t) = &self.transfer {
-                    if eth.src == t.server {
-                        self.outcome = Some(Outcome::Reset { server: t.server });
-                    }
-                }
-            }
-            Repr::Hello { .. } | Repr::Read(_) | Repr::Finished => {}
+            Repr::Reset | Repr::Hello { .. } | Repr::Read(_) | Repr::Finished => {}
         }
     }
 }
 
 impl Transfer {
-    /// Hashes (and keeps) the finished batch's bytes within the image.
+    /// Hashes (and keeps) the finished batch: all of it, zero-filled where
+    /// nothing arrived, as the client hashes its ramdisk up to `oe_offset`.
     fn complete_batch(&mut self, keep: &mut Option<Vec<u8>>) {
         if self.batch.is_empty() {
             return;
         }
-        let start = self.batch_start;
-        let end = (start + BATCH_BYTES as u64).min(self.offer.data_size);
-        if end > start && start == self.hashed {
-            let data = &self.batch[..(end - start) as usize];
-            self.hasher.update(data);
+        if self.batch_start == self.hashed {
+            self.hasher.update(&self.batch);
             if let Some(k) = keep {
-                k.extend_from_slice(data);
+                k.extend_from_slice(&self.batch);
             }
-            self.hashed = end;
+            self.hashed += BATCH_BYTES as u64;
         }
         self.batch.clear();
     }

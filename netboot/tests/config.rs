@@ -171,4 +171,46 @@ fn replaced_files_are_reloaded_in_the_background_and_verified_first() {
         "{reloads:?}"
     );
     assert!(matches!(c.choose(mac), Choice::Unavailable { .. }));
+    // So is a replacement a sled could not verify over the network (not a
+    // whole number of 128 KiB batches), however sound the image itself.
+    let raw = dir.path().join("odd.raw");
+    fs::write(&raw, vec![7u8; (1 << 20) + 777]).unwrap();
+    let odd = dir.path().join("odd.img");
+    bootimage::make_image(&raw, &odd, &bootimage::ImageSpec::default(), &|_| {}).unwrap();
+    std::fs::rename(&odd, dir.path().join("a.img")).unwrap();
+    c.refresh();
+    let reloads = c.settle();
+    assert!(
+        matches!(&reloads[..], [Reload::Failed { error, .. }]
+            if error.contains("image size 1049353 is not a multiple of 128 KiB")),
+        "{reloads:?}"
+    );
+    assert!(matches!(c.choose(mac), Choice::Unavailable { .. }));
+}
+
+#[test]
+fn an_image_a_sled_cannot_verify_is_refused_at_start_naming_the_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("odd.raw");
+    fs::write(&raw, vec![7u8; (2 << 20) + 777]).unwrap();
+    bootimage::make_image(
+        &raw,
+        &dir.path().join("odd.img"),
+        &bootimage::ImageSpec::default(),
+        &|_| {},
+    )
+    .unwrap();
+    let path = dir.path().join("s.toml");
+    fs::write(&path, "[[image]]\nname = \"x\"\npath = \"odd.img\"\n").unwrap();
+    let e = Config::load(&path)
+        .err()
+        .unwrap()
+        .to_string()
+        .replace(&format!("{}/", dir.path().display()), "");
+    assert_eq!(
+        e,
+        "s.toml: image[0].path: odd.img: image size 2097929 is not a multiple of 128 KiB \
+         (131072 bytes): a sled booting over the network hashes whole 128 KiB batches and \
+         fails its integrity check (pad the raw image, e.g. mkimage --pad-to 128KiB)"
+    );
 }

@@ -24,7 +24,7 @@ fn sha(b: &[u8]) -> [u8; 32] {
 
 fn server(img: &[u8], default: bool, limits: Limits) -> Server {
     let mut c = Catalog::new();
-    let i = c.add(ServedImage::from_memory("img", img.to_vec()));
+    let i = c.add(ServedImage::from_memory("img", img.to_vec()).unwrap());
     c.assign(GOOD, i);
     if default {
         c.set_default(Some(i));
@@ -228,7 +228,7 @@ fn when_every_session_is_booting_new_sleds_wait() {
         ..Limits::default()
     };
     let mut c = Catalog::new();
-    let i = c.add(ServedImage::from_memory("img", img.clone()));
+    let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
     c.set_default(Some(i));
     let server = Server::new(SERVER, c, limits);
     let sleds = (0..3)

@@ -14,7 +14,9 @@ use sha2::{Digest, Sha256};
 
 #[test]
 fn sleds_boot_over_the_in_memory_hub_with_loss() {
-    let img: Vec<u8> = (0..(2 << 20) + 123).map(|i| (i * 13 / 7) as u8).collect();
+    let img: Vec<u8> = (0..(2 << 20) + (128 << 10))
+        .map(|i| (i * 13 / 7) as u8)
+        .collect();
     let sum: [u8; 32] = Sha256::digest(&img).into();
     let hub = Hub::new(
         HubFaults {
@@ -29,7 +31,7 @@ fn sleds_boot_over_the_in_memory_hub_with_loss() {
     let events = std::thread::scope(|s| {
         let server = s.spawn(|| {
             let mut c = Catalog::new();
-            let i = c.add(ServedImage::from_memory("img", img.clone()));
+            let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
             c.set_default(Some(i));
             let mut server = Server::new(Mac([2, 0, 0, 0, 0, 0xfe]), c, Limits::default());
             let opts = ServeOptions {

@@ -148,7 +148,7 @@ fn af_packet_one_sled() {
         1,
         1,
         SledFaults::default(),
-        &image((3 << 20) + 5, 1),
+        &image((3 << 20) + (128 << 10), 1),
         false,
     );
 }
@@ -169,7 +169,7 @@ fn af_packet_eight_sleds_with_loss_and_duplication() {
         2,
         4,
         faults,
-        &image((1 << 20) + 300_000, 2),
+        &image((1 << 20) + (256 << 10), 2),
         true,
     );
 }
@@ -190,7 +190,7 @@ fn af_xdp_eight_sleds_with_loss_and_duplication() {
         2,
         4,
         faults,
-        &image((1 << 20) + 200_000, 5),
+        &image((1 << 20) + (256 << 10), 5),
         false,
     );
 }
@@ -358,7 +358,7 @@ fn af_xdp_through_a_polled_switch_port() {
         2,
         4,
         SledFaults::default(),
-        &image((1 << 20) + 77_000, 6),
+        &image((1 << 20) + (128 << 10), 6),
         false,
     );
 }
@@ -377,7 +377,7 @@ fn dlpi_wiring_through_the_shim() {
         1,
         2,
         faults,
-        &image((1 << 20) + 1000, 3),
+        &image((1 << 20) + (128 << 10), 3),
         false,
     );
 }
@@ -397,7 +397,7 @@ fn bootserver_and_sledsim_binaries() {
     use std::process::{Command, Stdio};
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    let raw = image((1 << 20) + 4321, 9);
+    let raw = image((1 << 20) + (128 << 10), 9);
     let img = image_file(dir.path(), &raw, true);
     let lab = Lab::create(&prefix("d"), &["srv", "s0"]).unwrap();
     let server = Command::new("ip")
@@ -449,7 +449,11 @@ fn bootserver_and_sledsim_binaries() {
             line.contains(&format!("booted {} bytes", raw.len())),
             "{line}"
         );
-        assert!(line.ends_with("SHA-256 ok"), "{line}");
+        // No loss: not one stray DATA frame, so no console line.
+        assert!(
+            line.ends_with("SHA-256 ok, 0 dropped-DATA console lines"),
+            "{line}"
+        );
     }
     for f in std::fs::read_dir(&out_dir).unwrap() {
         assert_eq!(sha(&std::fs::read(f.unwrap().path()).unwrap()), sha(&raw));
@@ -713,4 +717,37 @@ fn the_log_survives_a_hello_flood() {
         "{log:?}"
     );
     drop(lab);
+}
+
+/// `bootserver IMAGE` with an image no sled could verify over the network
+/// (not a whole number of 128 KiB batches) exits 1 at start, naming the
+/// file, its size and the rule.
+#[test]
+fn bootserver_refuses_an_image_a_sled_cannot_verify() {
+    use std::process::Command;
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let raw = image((2 << 20) + 777, 12);
+    let img = image_file(dir.path(), &raw, false);
+    let lab = Lab::create(&prefix("u"), &["srv"]).unwrap();
+    let o = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.ns("srv"),
+            env!("CARGO_BIN_EXE_bootserver"),
+        ])
+        .args(["-t", "5", "--tx", "native", "eth0"])
+        .arg(&img)
+        .arg("any")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&img.display().to_string()), "{err}");
+    assert!(
+        err.contains("image size 2097929 is not a multiple of 128 KiB (131072 bytes)"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty(), "nothing served");
 }

@@ -31,7 +31,7 @@ fn sha(b: &[u8]) -> [u8; 32] {
 /// A server offering `img` to everyone.
 fn server_for(img: &[u8]) -> Server {
     let mut c = Catalog::new();
-    let i = c.add(ServedImage::from_memory("img", img.to_vec()));
+    let i = c.add(ServedImage::from_memory("img", img.to_vec()).unwrap());
     c.set_default(Some(i));
     Server::new(SERVER, c, Limits::default())
 }
@@ -62,8 +62,8 @@ fn one_sled(img: &[u8], faults: Faults, seed: u64) -> Sim {
 
 #[test]
 fn one_sled_boots() {
-    // Not a multiple of 1024 or of a batch: the last DATA is short.
-    let img = image((3 << 20) + 777, 1);
+    // 25 batches: not a power of two.
+    let img = image((3 << 20) + (128 << 10), 1);
     let sim = one_sled(&img, Faults::default(), 1);
     assert_booted(&sim, 0, &img);
     let finished: Vec<_> = sim
@@ -79,13 +79,13 @@ fn one_sled_boots() {
 #[test]
 fn thirty_two_sleds_with_different_images_at_once() {
     let images: Vec<Vec<u8>> = (0..4)
-        .map(|k| image((1 << 20) + k * 5000, k as u8))
+        .map(|k| image((1 << 20) + k * (128 << 10), k as u8))
         .collect();
     let mut c = Catalog::new();
     let idx: Vec<usize> = images
         .iter()
         .enumerate()
-        .map(|(k, img)| c.add(ServedImage::from_memory(&format!("img{k}"), img.clone())))
+        .map(|(k, img)| c.add(ServedImage::from_memory(&format!("img{k}"), img.clone()).unwrap()))
         .collect();
     for i in 0..32 {
         c.assign(sled_mac(i), idx[i % 4]);
@@ -146,7 +146,7 @@ fn five_percent_loss_with_only_the_clients_re_requests() {
         ..Faults::default()
     };
     let mut c = Catalog::new();
-    let i = c.add(ServedImage::from_memory("img", img.clone()));
+    let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
     c.set_default(Some(i));
     let limits = Limits {
         resend_after: Duration::ZERO,
@@ -172,7 +172,7 @@ fn five_percent_loss_with_only_the_clients_re_requests() {
 
 #[test]
 fn duplication() {
-    let img = image((1 << 20) + 3, 4);
+    let img = image((1 << 20) + (128 << 10), 4);
     let faults = Faults {
         duplicate: 0.2,
         ..Faults::default()
@@ -207,7 +207,7 @@ fn reordering() {
 
 #[test]
 fn loss_duplication_and_reordering_with_eight_sleds() {
-    let img = image((1 << 20) + 12345, 8);
+    let img = image((1 << 20) + (256 << 10), 8);
     let faults = Faults {
         loss_to_server: 0.03,
         loss_to_sled: 0.03,
@@ -273,7 +273,7 @@ fn an_offer_with_the_wrong_checksum_is_ignored() {
 #[test]
 fn a_compressed_image_is_served_inflated() {
     let dir = tempfile::tempdir().unwrap();
-    let img = image((2 << 20) + 99, 15);
+    let img = image((2 << 20) + (384 << 10), 15);
     let raw = dir.path().join("in.raw");
     let out = dir.path().join("z.img");
     std::fs::write(&raw, &img).unwrap();
@@ -316,7 +316,7 @@ fn a_corrupt_image_is_never_offered() {
 fn unknown_macs_are_refused_when_configured() {
     let img = image(1 << 20, 18);
     let mut c = Catalog::new();
-    let i = c.add(ServedImage::from_memory("img", img.clone()));
+    let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
     c.assign(sled_mac(0), i); // no default: unknown MACs are refused
     let server = Server::new(SERVER, c, Limits::default());
     let sleds = vec![
@@ -358,7 +358,7 @@ fn header(kind: u32, len: u32) -> Vec<u8> {
 
 #[test]
 fn malformed_and_hostile_frames_are_ignored_and_boots_go_on() {
-    let img = image((1 << 20) + 1, 20);
+    let img = image((1 << 20) + (128 << 10), 20);
     let sled = Sled::new(sled_mac(0), sha(&img)).keep_image();
     let mut sim = Sim::new(server_for(&img), vec![sled], Faults::default(), 21);
     let evil = Mac([2, 0xee, 0, 0, 0, 1]);
@@ -437,4 +437,146 @@ fn the_server_handles_reads_near_the_end_of_u64_directly() {
         })
         .collect();
     assert_eq!(replies, [(u64::MAX, 0), ((1 << 20) - 1, 1)]);
+}
+
+/// What the deployed client does with whatever a server sends, without our
+/// server's rules in the way: a bare responder that answers every READ with
+/// the image's bytes (empty DATA past the end), to `dst` (the sled, or
+/// broadcast), optionally sending each DATA twice. Returns the sled.
+fn bare_boot(img: &[u8], dst: Option<Mac>, twice: bool, console: Duration) -> Sled {
+    let sum = sha(img);
+    let mut sled = Sled::new(sled_mac(0), sum)
+        .keep_image()
+        .with_console(console);
+    let responder = Mac([2, 0xaa, 0, 0, 0, 1]);
+    let mut dataset = [0u8; 128];
+    dataset[..18].copy_from_slice(b"rpool/ROOT/ramdisk");
+    let offer = wire::Offer {
+        ramdisk_size: 4 << 30,
+        data_size: img.len() as u64,
+        sha256: sum,
+        dataset,
+    };
+    let mut now = Duration::ZERO;
+    let mut out = netboot::Outbox::new();
+    let mut to_sled: Vec<Vec<u8>> = Vec::new();
+    while sled.outcome().is_none() && now < Duration::from_secs(600) {
+        sled.poll(now, &mut out);
+        for f in std::mem::take(&mut to_sled) {
+            sled.handle(now, &f, &mut out);
+        }
+        let sent: Vec<Vec<u8>> = out.frames().map(<[u8]>::to_vec).collect();
+        out.clear();
+        for f in sent {
+            let eth = wire::EthFrame::parse(&f).unwrap();
+            let to = dst.unwrap_or(eth.src);
+            let mut reply = Vec::new();
+            match Repr::parse(eth.payload).unwrap() {
+                Repr::Hello { .. } => {
+                    wire::emit_frame(&mut reply, eth.src, responder, &Repr::Offer(offer));
+                    to_sled.push(reply);
+                }
+                Repr::Read(r) => {
+                    for off in r.requested() {
+                        let start = (off as usize).min(img.len());
+                        let end = (start + 1024).min(img.len());
+                        let mut d = Vec::new();
+                        let data = Repr::Data {
+                            offset: off,
+                            bytes: &img[start..end],
+                        };
+                        wire::emit_frame(&mut d, to, responder, &data);
+                        if twice {
+                            to_sled.push(d.clone());
+                        }
+                        to_sled.push(d);
+                    }
+                }
+                _ => {}
+            }
+        }
+        now = sled.next_wakeup(now).min(now + Duration::from_millis(1));
+    }
+    sled
+}
+
+/// oxide_boot_net.c: the client sets its ramdisk's length to the end of its
+/// last batch and hashes that many bytes of the zero-filled ramdisk. An
+/// image of 2 MiB + 777 bytes therefore fails on a real sled, and on ours,
+/// however faithfully it was sent.
+#[test]
+fn an_unaligned_image_fails_the_sleds_integrity_check_as_on_a_real_sled() {
+    let img = image((2 << 20) + 777, 30);
+    let sled = bare_boot(&img, None, false, Duration::ZERO);
+    match sled.outcome() {
+        Some(Outcome::ChecksumMismatch { bytes, actual }) => {
+            assert_eq!(*bytes, (2 << 20) + (128 << 10), "the end of the last batch");
+            let mut ramdisk = img.clone();
+            ramdisk.resize((2 << 20) + (128 << 10), 0);
+            assert_eq!(*actual, sha(&ramdisk), "the zero-filled ramdisk's hash");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Exactly 2 MiB: the client stops at the data size, never asks past the
+    // end (no empty DATA) and verifies.
+    let img = image(2 << 20, 31);
+    let sled = bare_boot(&img, None, false, Duration::ZERO);
+    assert!(matches!(sled.outcome(), Some(Outcome::Booted { bytes, .. }) if *bytes == 2 << 20));
+    assert_eq!(sled.stats.data_taken, 2048);
+    assert_eq!(sled.stats.reads, 16);
+    assert_eq!(sled.stats.data_dropped, 0);
+    assert_eq!(sha(sled.image().unwrap()), sha(&img));
+}
+
+/// Who sent a DATA frame, and to whom (its MAC or broadcast), is not
+/// checked; every DATA for an offset not waited for is a console line, and
+/// the console blocks the client's loop.
+#[test]
+fn the_emulated_client_takes_broadcast_data_and_pays_for_every_stray_frame() {
+    let img = image(1 << 20, 32);
+    let quiet = bare_boot(&img, Some(Mac::BROADCAST), false, Duration::ZERO);
+    assert!(
+        matches!(quiet.outcome(), Some(Outcome::Booted { .. })),
+        "{:?}",
+        quiet.outcome()
+    );
+    assert_eq!(quiet.stats.data_dropped, 0);
+    let fast = bare_boot(&img, None, true, Duration::ZERO);
+    let slow = bare_boot(&img, None, true, Duration::from_millis(4));
+    for s in [&fast, &slow] {
+        assert!(matches!(s.outcome(), Some(Outcome::Booted { .. })));
+        // Every duplicate is a console line, but the last: it arrives
+        // after the client has finished.
+        assert_eq!(s.stats.data_dropped, 1023);
+    }
+    let elapsed = |s: &Sled| match s.outcome() {
+        Some(Outcome::Booted { elapsed, .. }) => *elapsed,
+        _ => unreachable!(),
+    };
+    assert!(
+        elapsed(&fast) < Duration::from_millis(100),
+        "{:?}",
+        elapsed(&fast)
+    );
+    assert!(
+        elapsed(&slow) >= Duration::from_millis(4 * 1000),
+        "1024 lines of 4 ms: {:?}",
+        elapsed(&slow)
+    );
+}
+
+#[test]
+fn the_server_refuses_images_a_sled_cannot_verify() {
+    for len in [(2 << 20) + 777, (1 << 20) + 1024, (1 << 20) - (128 << 10)] {
+        let e = ServedImage::from_memory("img", image(len, 33)).unwrap_err();
+        let text = e.to_string();
+        assert!(text.starts_with("<memory:img>: image size"), "{text}");
+        assert!(text.contains(&len.to_string()), "{text}");
+    }
+    let e = ServedImage::from_memory("img", image((2 << 20) + 777, 33)).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not a multiple of 128 KiB (131072 bytes)"),
+        "{e}"
+    );
 }

@@ -54,6 +54,12 @@ struct Args {
     /// One JSON object per sled on standard output
     #[arg(long)]
     json: bool,
+    /// Block each sled's loop this many milliseconds for every DATA frame
+    /// it was not waiting for, as the deployed client's synchronous console
+    /// line "dropped data packet for offset N" does (about 4 at 115200
+    /// baud)
+    #[arg(long = "console-ms", value_name = "MS", default_value_t = 0.0)]
+    console_ms: f64,
 }
 
 fn expected(args: &Args) -> Result<[u8; 32], String> {
@@ -78,6 +84,13 @@ fn run(args: Args) -> Result<bool, String> {
     if !(0.0..1.0).contains(&args.loss) || !(0.0..1.0).contains(&args.duplicate) {
         return Err("--loss and --dup are probabilities from 0 to 1".into());
     }
+    if !(0.0..=10_000.0).contains(&args.console_ms) {
+        return Err(format!(
+            "--console-ms {}: expected 0 to 10000 milliseconds",
+            args.console_ms
+        ));
+    }
+    let console = Duration::from_secs_f64(args.console_ms / 1000.0);
     let base = u64::from_be_bytes([
         0,
         0,
@@ -91,7 +104,7 @@ fn run(args: Args) -> Result<bool, String> {
     let mut sleds: Vec<Sled> = (0..args.count as u64)
         .map(|i| {
             let b = (base + i).to_be_bytes();
-            let s = Sled::new(Mac([b[2], b[3], b[4], b[5], b[6], b[7]]), sum);
+            let s = Sled::new(Mac([b[2], b[3], b[4], b[5], b[6], b[7]]), sum).with_console(console);
             if args.out.is_some() {
                 s.keep_image()
             } else {
@@ -146,47 +159,49 @@ fn run(args: Args) -> Result<bool, String> {
     }
     let mut all_ok = done;
     for s in &sleds {
-        let (text, ok, json) = match s.outcome() {
+        let mac = s.mac().to_string();
+        let dropped = s.stats.data_dropped;
+        let lines = format!("{dropped} dropped-DATA console lines");
+        let (text, ok, mut json) = match s.outcome() {
             Some(Outcome::Booted {
                 server,
                 bytes,
                 elapsed,
             }) => (
                 format!(
-                    "{}: booted {bytes} bytes from {server} in {:.2} s ({:.1} MB/s), SHA-256 ok",
-                    s.mac(),
+                    "{mac}: booted {bytes} bytes from {server} in {:.2} s ({:.1} MB/s), SHA-256 ok, {lines}",
                     elapsed.as_secs_f64(),
                     *bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
                 ),
                 true,
-                serde_json::json!({"mac": s.mac().to_string(), "result": "booted", "server": server.to_string(), "bytes": bytes, "seconds": elapsed.as_secs_f64()}),
+                serde_json::json!({"result": "booted", "server": server.to_string(), "bytes": bytes, "seconds": elapsed.as_secs_f64()}),
             ),
-            Some(Outcome::ChecksumMismatch { actual }) => (
+            Some(Outcome::ChecksumMismatch { actual, bytes }) => (
                 format!(
-                    "{}: FAILED: received image hashes to {}",
-                    s.mac(),
+                    "{mac}: FAILED: boot image integrity failure: the {bytes}-byte ramdisk hashes to {}, {lines}",
                     bootimage::header::hex(actual)
                 ),
                 false,
-                serde_json::json!({"mac": s.mac().to_string(), "result": "checksum-mismatch", "sha256": bootimage::header::hex(actual)}),
+                serde_json::json!({"result": "checksum-mismatch", "bytes": bytes, "sha256": bootimage::header::hex(actual)}),
             ),
             Some(Outcome::Reset { server }) => (
-                format!("{}: FAILED: RESET by {server}", s.mac()),
+                format!("{mac}: FAILED: RESET by {server}, {lines}"),
                 false,
-                serde_json::json!({"mac": s.mac().to_string(), "result": "reset", "server": server.to_string()}),
+                serde_json::json!({"result": "reset", "server": server.to_string()}),
             ),
             None => (
                 format!(
-                    "{}: FAILED: no boot within {} s ({} of {} bytes)",
-                    s.mac(),
+                    "{mac}: FAILED: no boot within {} s ({} of {} bytes), {lines}",
                     args.timeout,
                     s.progress().0,
                     s.progress().1
                 ),
                 false,
-                serde_json::json!({"mac": s.mac().to_string(), "result": "timeout", "received": s.progress().0}),
+                serde_json::json!({"result": "timeout", "received": s.progress().0}),
             ),
         };
+        json["mac"] = mac.clone().into();
+        json["dropped_data"] = dropped.into();
         all_ok &= ok;
         if args.json {
             println!("{json}");
