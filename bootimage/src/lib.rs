@@ -14,6 +14,7 @@ mod atomic;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod error;
+pub mod extract;
 pub mod header;
 mod inspect;
 mod make;
@@ -35,4 +36,7 @@ pub use make::{
     make_image, make_image_from, padded_len, write_checksum_file, ImageSpec, DEFAULT_LEVEL,
 };
 pub use size::{parse_size, SizeError};
-pub use verify::{read_header, unpack_payload, verify_payload, verify_payload_serial, Image};
+pub use verify::{
+    read_header, unpack_payload, unpack_payload_serial, unpack_payload_with_progress,
+    verify_payload, verify_payload_serial, Image,
+};

@@ -263,7 +263,7 @@ impl<R: Read> Read for PadTo<R> {
 
 /// Writes `data` at `offset`, leaving 4 KiB blocks of zeros as holes.
 /// `offset` must be a multiple of 4096 for the holes to be whole blocks.
-fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
+pub(crate) fn write_sparse(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     const BLOCK: usize = 4096;
     static ZEROS: [u8; BLOCK] = [0; BLOCK];
     let mut run_start = None;

@@ -115,13 +115,40 @@ pub fn unpack_payload(
     out: &mut dyn Write,
     out_name: &Path,
 ) -> Result<(), Error> {
-    check_payload(header, path, &|_| {}, Some((out, out_name)), |consume| {
+    unpack_payload_with_progress(header, payload, path, out, out_name, &|_| {})
+}
+
+/// [`unpack_payload`], calling `progress` with the image bytes written.
+pub fn unpack_payload_with_progress(
+    header: &Header,
+    payload: impl Read + Send,
+    path: &Path,
+    out: &mut dyn Write,
+    out_name: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    check_payload(header, path, progress, Some((out, out_name)), |consume| {
         overlap(
             CHUNK,
             4,
             |feed| produce(header, payload, path, feed),
             consume,
         )
+    })
+}
+
+/// [`unpack_payload`] on one thread, for a reader that cannot move to
+/// another (a member borrowed from an archive).
+pub fn unpack_payload_serial(
+    header: &Header,
+    payload: impl Read,
+    path: &Path,
+    out: &mut dyn Write,
+    out_name: &Path,
+    progress: &dyn Fn(u64),
+) -> Result<(), Error> {
+    check_payload(header, path, progress, Some((out, out_name)), |consume| {
+        serial(CHUNK, |feed| produce(header, payload, path, feed), consume)
     })
 }
 

@@ -139,6 +139,40 @@ pub fn image(raw: Option<PathBuf>, runs: Option<usize>) -> Result<()> {
         output: None,
         runs: fast,
     });
+    for (name, img) in [("plain", &plain), ("compressed", &z)] {
+        jobs.push(Job {
+            name: format!("lookimage --extract ({name})"),
+            bin: "lookimage",
+            args: os(&[&"--extract", &out.join("extract.raw"), img]),
+            threads: "2".into(),
+            bytes: raw_len,
+            output: Some(out.join("extract.raw")),
+            runs: fast,
+        });
+    }
+    // A 4 GiB input of holes: round trip within bounded memory (the peak
+    // memory column), and the output keeps the holes.
+    let sparse = out.join("sparse4g.raw");
+    std::fs::File::create(&sparse)?.set_len(4 << 30)?;
+    let sparse_img = out.join("sparse4g.img");
+    jobs.push(Job {
+        name: "mkimage (4 GiB of holes, plain)".into(),
+        bin: "mkimage",
+        args: os(&[&"-i", &sparse, &"-o", &sparse_img]),
+        threads: "-".into(),
+        bytes: 4 << 30,
+        output: Some(sparse_img.clone()),
+        runs: slow,
+    });
+    jobs.push(Job {
+        name: "lookimage --extract (4 GiB of holes)".into(),
+        bin: "lookimage",
+        args: os(&[&"--extract", &out.join("sparse4g.out"), &sparse_img]),
+        threads: "2".into(),
+        bytes: 4 << 30,
+        output: Some(out.join("sparse4g.out")),
+        runs: slow,
+    });
 
     let mut rows = Vec::new();
     for job in &jobs {
@@ -217,6 +251,14 @@ pub fn image(raw: Option<PathBuf>, runs: Option<usize>) -> Result<()> {
             r.peak as f64 / (1 << 20) as f64,
             r.cpu.as_secs_f64()
         );
+    }
+    for f in [
+        "sparse4g.raw",
+        "sparse4g.img",
+        "sparse4g.out",
+        "extract.raw",
+    ] {
+        let _ = std::fs::remove_file(out.join(f));
     }
     println!();
     let rate = sha256_rate();

@@ -45,8 +45,15 @@ fn image_builds_the_embedded_default_and_inspect_verifies_it() {
         .unwrap();
     assert!(out.contains(&format!("    image sum = {sum}\n")));
 
-    // A damaged copy fails verification with a message naming the file.
+    // The raw image back out, verified: 1 MiB, as the header says.
     let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("demo.raw");
+    let o = xtask(&["inspect", "--extract", raw.to_str().unwrap(), image]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains(&format!("(SHA-256 {sum} verified)")));
+    assert_eq!(fs::metadata(&raw).unwrap().len(), 1 << 20);
+
+    // A damaged copy fails verification with a message naming the file.
     let bad = dir.path().join("bad.img");
     let mut bytes = fs::read(image).unwrap();
     let last = bytes.len() - 1;
