@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
+use crate::consumers::Compression;
 use crate::header::{hex, Header, MAGIC};
 use crate::{read_header, report, verify_payload_serial, Error, Image, InspectOptions};
 
@@ -15,17 +16,28 @@ pub enum Kind {
     Image,
     /// `NAME.tar.gz` with `oxide.json` and `image/zfs.img`.
     ImageArchive,
-    /// A cpio archive (odc or newc), gzip-compressed or not.
+    /// A cpio archive (odc or newc): plain, one zlib stream (`cpio.z`, as
+    /// phbl reads it) or gzip.
     BootArchive {
-        gzip: bool,
+        compression: Compression,
     },
 }
 
 const CPIO_MAGICS: [&[u8]; 2] = [b"070707", b"070701"];
 
+/// A reader that inflates `r` as `compression` says.
+fn decoder<'a, R: Read + 'a>(r: R, compression: Compression) -> Box<dyn Read + 'a> {
+    match compression {
+        Compression::None => Box::new(r),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(r)),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
+    }
+}
+
 /// Tells an image, an image archive and a boot archive apart by their
-/// first bytes. Anything else is taken for an image (whose header check
-/// then says what is wrong).
+/// first bytes (and, for zlib and gzip, by the first bytes they inflate
+/// to). Anything else is taken for an image (whose header check then says
+/// what is wrong).
 pub fn detect(path: &Path) -> Result<Kind, Error> {
     let mut head = [0u8; 512];
     let mut f = File::open(path).map_err(Error::io(path, "open"))?;
@@ -35,18 +47,21 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
         return Ok(Kind::Image);
     }
     if CPIO_MAGICS.iter().any(|m| head.starts_with(m)) {
-        return Ok(Kind::BootArchive { gzip: false });
+        return Ok(Kind::BootArchive {
+            compression: Compression::None,
+        });
     }
-    if head.starts_with(&[0x1f, 0x8b]) {
+    let compression = Compression::sniff(head);
+    if compression != Compression::None {
         let mut inner = [0u8; 512];
         let f = File::open(path).map_err(Error::io(path, "open"))?;
-        let mut z = flate2::read::GzDecoder::new(BufReader::new(f));
+        let mut z = decoder(BufReader::new(f), compression);
         let n = crate::verify::read_full(&mut z, &mut inner).unwrap_or(0);
         let inner = &inner[..n];
         if CPIO_MAGICS.iter().any(|m| inner.starts_with(m)) {
-            return Ok(Kind::BootArchive { gzip: true });
+            return Ok(Kind::BootArchive { compression });
         }
-        if inner.len() >= 262 && &inner[257..262] == b"ustar" {
+        if compression == Compression::Gzip && inner.len() >= 262 && &inner[257..262] == b"ustar" {
             return Ok(Kind::ImageArchive);
         }
     }
@@ -235,17 +250,13 @@ fn parse_oxide_json(path: &Path, text: &str) -> Result<(serde_json::Value, Strin
 /// `image`, whether it matches that image's checksum.
 pub fn inspect_boot_archive(
     path: &Path,
-    gzip: bool,
+    compression: Compression,
     image: Option<&Path>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let f = File::open(path).map_err(Error::io(path, "open"))?;
-    let mut reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(f)))
-    } else {
-        Box::new(BufReader::new(f))
-    };
+    let mut reader = decoder(BufReader::new(f), compression);
     let csum = find_member(&mut reader, b"boot_image_csum")
         .map_err(|m| member_error(path, "boot_image_csum", m))?;
     let expected = match image {
@@ -279,7 +290,8 @@ pub fn inspect_boot_archive(
     if json {
         let mut v = serde_json::json!({
             "kind": "boot-archive",
-            "gzip": gzip,
+            "compression": compression.as_str(),
+            "gzip": compression == Compression::Gzip,
             "boot_image_csum": csum.as_ref().map(|c| hex(c)),
             "image": expected.as_ref().map(|(p, _)| p.display().to_string()),
             "matches": expected.as_ref().map(|_| result.is_ok()),
@@ -289,10 +301,11 @@ pub fn inspect_boot_archive(
         }
         writeln!(out, "{v}").map_err(stdout_err)?;
     } else {
-        let mut text = match &csum {
-            Some(c) => format!("boot_image_csum = {}\n", hex(c)),
-            None => "boot_image_csum = (absent)\n".to_string(),
-        };
+        let mut text = format!("compression = {}\n", compression.as_str());
+        match &csum {
+            Some(c) => text.push_str(&format!("boot_image_csum = {}\n", hex(c))),
+            None => text.push_str("boot_image_csum = (absent)\n"),
+        }
         if let (Some((p, _)), Ok(())) = (&expected, &result) {
             text.push_str(&format!("matches {}\n", p.display()));
         }

@@ -167,15 +167,29 @@ fn a_boot_archive_holds_the_checksum_and_matches_an_image() {
         d,
     );
     sh("gzip -kn boot.cpio", d);
+    // cpio.z as the OS build makes it: one zlib stream (here Python's zlib).
+    sh(
+        "python3 -c 'import sys, zlib; sys.stdout.buffer.write(zlib.compress(open(\"boot.cpio\", \"rb\").read(), 9))' > boot.cpio.z",
+        d,
+    );
+    assert_eq!(fs::read(d.join("boot.cpio.z")).unwrap()[0], 0x78);
     let plain = vectors().join("small-plain.img");
     let plain = plain.to_str().unwrap();
-    for archive in ["boot.cpio", "boot.cpio.gz"] {
+    for (archive, compression) in [
+        ("boot.cpio", "none"),
+        ("boot.cpio.gz", "gzip"),
+        ("boot.cpio.z", "zlib"),
+    ] {
         let o = lookimage(&["--image", plain, archive], d);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         assert_eq!(
             String::from_utf8_lossy(&o.stdout),
-            format!("boot_image_csum = {SUM}\nmatches {plain}\n")
+            format!("compression = {compression}\nboot_image_csum = {SUM}\nmatches {plain}\n")
         );
+        let o = lookimage(&["--json", archive], d);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["kind"], "boot-archive", "{archive}");
+        assert_eq!(v["compression"], compression, "{archive}");
     }
     // Another image does not match.
     fs::write(d.join("other.raw"), vec![1u8; 8192]).unwrap();
@@ -203,7 +217,7 @@ fn a_boot_archive_holds_the_checksum_and_matches_an_image() {
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
-        "boot_image_csum = (absent)\n"
+        "compression = none\nboot_image_csum = (absent)\n"
     );
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
