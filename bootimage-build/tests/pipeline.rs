@@ -404,6 +404,13 @@ print(rom.size, rom.uid, rom.gid, rom.uname, rom.gname, rom.mtime, oct(rom.mode)
         text.contains("    image/cosmo.rom (33554432 bytes)\n"),
         "{text}"
     );
+    assert!(
+        text.contains(
+            "verified: image/cpio.z is one zlib stream holding image/zfs.img's checksum\n"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("note:"), "{text}");
 }
 
 #[test]

@@ -3,10 +3,10 @@
 //! archive holding `boot_image_csum`).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
-use crate::consumers::Compression;
+use crate::consumers::{is_metadata, Compression, BOOT_IMAGE_CSUM};
 use crate::header::{hex, Header, MAGIC};
 use crate::{read_header, report, verify_payload_serial, Error, Image, InspectOptions};
 
@@ -68,6 +68,9 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
     Ok(Kind::Image)
 }
 
+/// What [`find_member`] found: the member's contents, if any.
+type FoundMember = Result<Option<Vec<u8>>, String>;
+
 /// An error about a member of an archive.
 fn member_error(path: &Path, member: &str, what: String) -> Error {
     Error::Archive {
@@ -99,6 +102,12 @@ pub fn inspect_image_archive(
     let mut members = Vec::new();
     let mut image: Option<Header> = None;
     let mut verify_result = None;
+    // image/cpio.z: its compression and what it holds as boot_image_csum.
+    let mut boot: Option<(Compression, FoundMember)> = None;
+    // .txt members the update system's packager never reads (after the
+    // first image/ member that is not .txt).
+    let mut unread_metadata = Vec::new();
+    let mut past_metadata = false;
     for (i, entry) in tar.entries().map_err(read_err)?.enumerate() {
         let mut entry = entry.map_err(read_err)?;
         let name = entry
@@ -134,6 +143,22 @@ pub fn inspect_image_archive(
             entry.read_to_string(&mut text).map_err(read_err)?;
             metadata = Some(parse_oxide_json(path, &text)?);
             continue;
+        }
+        if let Some(file) = name.strip_prefix("image/").filter(|f| !f.contains('/')) {
+            if entry.header().entry_type() == tar::EntryType::Regular {
+                if !is_metadata(file) {
+                    past_metadata = true;
+                } else if past_metadata {
+                    unread_metadata.push(name.clone());
+                }
+            }
+        }
+        if name == "image/cpio.z" {
+            let mut r = BufReader::new(&mut entry);
+            let head = r.fill_buf().map_err(read_err)?;
+            let compression = Compression::sniff(head);
+            let csum = find_member(&mut decoder(r, compression), BOOT_IMAGE_CSUM.as_bytes());
+            boot = Some((compression, csum));
         }
         if name == "image/zfs.img" {
             if entry.header().entry_type() != tar::EntryType::Regular {
@@ -179,6 +204,32 @@ pub fn inspect_image_archive(
         (Some(_), Some(r)) => r,
         (Some(_), None) => Ok(()),
     };
+    // phbl boots only the image whose checksum its cpio.z carries.
+    let boot_result = match (&boot, &image) {
+        (Some((compression, csum)), Some(h)) if !opts.skip_verify => {
+            let bad = |why: String| Err(member_error(path, "image/cpio.z", why));
+            match csum {
+                _ if *compression != Compression::Zlib => bad(format!(
+                    "is {}, not one zlib stream: the host boot loader (phbl) cannot read it",
+                    compression.as_str()
+                )),
+                Err(m) => bad(m.clone()),
+                Ok(None) => bad(format!("holds no {BOOT_IMAGE_CSUM}")),
+                Ok(Some(c)) if c[..] != h.sha256[..] => bad(format!(
+                    "{BOOT_IMAGE_CSUM} {} does not match image/zfs.img's checksum {}",
+                    hex(c),
+                    h.sha256_hex()
+                )),
+                Ok(Some(_)) => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    };
+    let result = result.and(boot_result);
+    let boot_csum = boot.as_ref().and_then(|(_, c)| match c {
+        Ok(Some(c)) => Some(hex(c)),
+        _ => None,
+    });
     let stdout_err = |e| Error::Io {
         path: "<stdout>".into(),
         op: "write",
@@ -191,6 +242,12 @@ pub fn inspect_image_archive(
             "members": members.iter().map(|(n, s)| serde_json::json!({"name": n, "size": s})).collect::<Vec<_>>(),
             "image": image.as_ref().map(|h| report::header_json(h, None)),
             "verified": (!opts.skip_verify).then_some(result.is_ok()),
+            "boot_archive": boot.as_ref().map(|(c, _)| serde_json::json!({
+                "member": "image/cpio.z",
+                "compression": c.as_str(),
+                "boot_image_csum": boot_csum,
+            })),
+            "unread_metadata": unread_metadata,
         });
         if let Err(e) = &result {
             v["error"] = e.to_string().into();
@@ -210,8 +267,25 @@ pub fn inspect_image_archive(
                 text.push_str(&format!("    {line}"));
             }
         }
+        if let Some((c, _)) = &boot {
+            text.push_str(&format!(
+                "image/cpio.z: compression = {}, {BOOT_IMAGE_CSUM} = {}\n",
+                c.as_str(),
+                boot_csum.as_deref().unwrap_or("(absent)")
+            ));
+        }
+        for m in &unread_metadata {
+            text.push_str(&format!(
+                "note: {m} comes after a member that is not .txt: the update system's packager (tufaceous) reads .txt metadata only before it\n"
+            ));
+        }
         if !opts.skip_verify && result.is_ok() {
             text.push_str("verified: image/zfs.img matches its header and oxide.json\n");
+            if boot.is_some() {
+                text.push_str(
+                    "verified: image/cpio.z is one zlib stream holding image/zfs.img's checksum\n",
+                );
+            }
         }
         out.write_all(text.as_bytes()).map_err(stdout_err)?;
     }
