@@ -65,6 +65,15 @@ fn the_embedded_default_builds_into_an_image_the_sled_accepts() {
         .verify(&|_| {})
         .unwrap();
 
+    // The boot archive is one zlib stream of an odc archive carrying the
+    // image's checksum, as the host boot loader reads it.
+    let boot = fs::read(out.path().join("demo.boot.cpio.z")).unwrap();
+    let boot = miniz_oxide::inflate::decompress_to_vec_zlib(&boot).unwrap();
+    let csum = cpio_reader::iter_files(&boot)
+        .find(|e| e.name() == "boot_image_csum")
+        .map(|e| e.file().to_vec());
+    assert_eq!(csum.as_deref(), Some(&built.header.sha256[..]));
+
     let cpio = fs::read(out.path().join("demo.cpio")).unwrap();
     assert_eq!(cpio.len(), 1 << 20);
     let entries = read_newc(&cpio);
