@@ -1,24 +1,27 @@
 //! The OS build's other artefacts: the boot archive (odc cpio holding
-//! `boot_image_csum`) and the image archive (`NAME.tar.gz`: `oxide.json`,
-//! `image/`, `image/zfs.img`, `image/rom`, extras). Both are byte-for-byte
-//! reproducible: sorted entries, uid/gid 0, fixed modes and mtimes, and a
-//! gzip header with no timestamp or name.
+//! `boot_image_csum`, plain or one zlib stream as phbl reads it), and the
+//! image archive (`NAME.tar.gz`, in the OS build's member order: see
+//! [`bootimage::consumers`]). Both are byte-for-byte reproducible: sorted
+//! entries, uid/gid 0, fixed modes and mtimes, a gzip header with no
+//! timestamp or name, and zlib streams whose bytes depend only on the
+//! input.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use bootimage::consumers::{
+    member_rank, ARCHIVE_DIR_MODE, ARCHIVE_FILE_MODE, BOOT_IMAGE_CSUM, LEGACY_ROM,
+    LEGACY_ROM_BOARD, PHBL_RAMDISK_LEN,
+};
 use bootimage::header::hex;
 use bootimage::Header;
 
 use crate::cpio::{self, Content, Entries, Format};
 use crate::manifest::{BootArchive, ImageArchive};
 use crate::{io_err, write_staged, Error, Manifest};
-
-/// The member the OS boot loader reads the image checksum from.
-pub const BOOT_IMAGE_CSUM: &str = "boot_image_csum";
 
 /// A gzip encoder whose header holds no timestamp and no file name, so the
 /// bytes depend only on the contents.
@@ -28,6 +31,36 @@ fn gzip<W: Write>(w: W) -> flate2::write::GzEncoder<W> {
         .write(w, flate2::Compression::new(9))
 }
 
+/// Compresses the file `src` into `dst` as one zlib stream (RFC 1950), as
+/// pinprick does for the OS build's `cpio.z` and `unix.z`; the parallel
+/// encoder's bytes depend only on the input, never on `threads`.
+pub fn zlib_file(src: &Path, dst: &Path, threads: usize) -> Result<(), Error> {
+    let mut input = File::open(src).map_err(io_err(src, "open"))?;
+    write_staged(dst, |w| {
+        let fill = |buf: &mut [u8]| {
+            let mut n = 0;
+            while n < buf.len() {
+                match input.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(n)
+        };
+        bootimage::zlib::compress(bootimage::DEFAULT_LEVEL, threads, fill, w).map_err(
+            |e| match e {
+                bootimage::zlib::Failed::Input(e) => io_err(src, "read")(e),
+                bootimage::zlib::Failed::Output(e) => io_err(dst, "write")(e),
+            },
+        )?;
+        Ok(())
+    })
+}
+
+/// Writes the boot archive as a plain odc cpio archive to `out`, and checks
+/// that it fits phbl's ramdisk region once inflated.
 pub fn write_boot_archive(
     m: &Manifest,
     b: &BootArchive,
@@ -64,15 +97,43 @@ pub fn write_boot_archive(
         entries.add_parents(&n);
     }
     write_staged(out, |w| {
-        if b.gzip {
-            let mut z = gzip(w);
-            cpio::write(&entries, Format::Odc, mtime, 0, &mut z).map_err(input_err)?;
-            z.finish().map_err(io_err(out, "write"))?;
-        } else {
-            cpio::write(&entries, Format::Odc, mtime, 0, w).map_err(input_err)?;
-        }
+        cpio::write(&entries, Format::Odc, mtime, 0, w).map_err(input_err)?;
         Ok(())
-    })
+    })?;
+    let size = std::fs::metadata(out).map_err(io_err(out, "stat"))?.len();
+    if size > PHBL_RAMDISK_LEN {
+        return Err(Error::Field {
+            path: m.path.clone(),
+            key: "boot-archive".into(),
+            message: format!(
+                "the archive is {size} bytes; the host boot loader (phbl) inflates it into a {PHBL_RAMDISK_LEN}-byte (128 MiB) region"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The files of the image archive (names under `image/`) in the OS build's
+/// order ([`member_rank`]): metadata `.txt` extras, `zfs.img`, `unix.z`,
+/// `cpio.z`, the board ROMs and `rom` (gimlet's again), other extras.
+pub fn image_members(
+    a: &ImageArchive,
+    image: &Path,
+    unix_z: Option<&Path>,
+    cpio_z: Option<&Path>,
+) -> Vec<(String, PathBuf)> {
+    let mut members = vec![("zfs.img".to_string(), image.to_owned())];
+    members.extend(unix_z.map(|p| ("unix.z".to_string(), p.to_owned())));
+    members.extend(cpio_z.map(|p| ("cpio.z".to_string(), p.to_owned())));
+    for rom in &a.roms {
+        members.push((format!("{}.rom", rom.board), rom.path.clone()));
+        if rom.board == LEGACY_ROM_BOARD {
+            members.push((LEGACY_ROM.to_string(), rom.path.clone()));
+        }
+    }
+    members.extend(a.extra.iter().cloned());
+    members.sort_by(|(a, _), (b, _)| (member_rank(a), a).cmp(&(member_rank(b), b)));
+    members
 }
 
 /// `oxide.json`: `{"v":"1","t":"os","i":{...}}` with the image's name and
@@ -94,7 +155,7 @@ pub fn write_image_archive(
     m: &Manifest,
     a: &ImageArchive,
     header: &Header,
-    image: &Path,
+    members: &[(String, PathBuf)],
     mtime: u32,
     out: &Path,
 ) -> Result<(), Error> {
@@ -108,7 +169,11 @@ pub fn write_image_archive(
             } else {
                 tar::EntryType::Regular
             });
-            h.set_mode(if dir { 0o755 } else { 0o644 });
+            h.set_mode(if dir {
+                ARCHIVE_DIR_MODE
+            } else {
+                ARCHIVE_FILE_MODE
+            });
             h.set_uid(0);
             h.set_gid(0);
             h.set_mtime(mtime as u64);
@@ -124,12 +189,9 @@ pub fn write_image_archive(
         let mut h = head("image/", 0, true).map_err(&werr)?;
         h.set_cksum();
         tar.append(&h, io::empty()).map_err(&werr)?;
-        let mut members = vec![("zfs.img".to_string(), image.to_owned())];
-        members.extend(a.rom.iter().map(|r| ("rom".to_string(), r.clone())));
-        members.extend(a.extra.iter().cloned());
         for (name, path) in members {
-            let f = File::open(&path).map_err(io_err(&path, "open"))?;
-            let size = f.metadata().map_err(io_err(&path, "stat"))?.len();
+            let f = File::open(path).map_err(io_err(path, "open"))?;
+            let size = f.metadata().map_err(io_err(path, "stat"))?.len();
             let mut h = head(&format!("image/{name}"), size, false).map_err(&werr)?;
             h.set_cksum();
             // Exactly `size` bytes: a file that changes meanwhile is an

@@ -33,6 +33,7 @@ pub mod manifest;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
+use bootimage::consumers::ROM_SIZE;
 use bootimage::header::hex;
 use bootimage::Header;
 
@@ -149,19 +150,43 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
         bootimage::write_checksum_file(&stage(name), &header.sha256)?;
         staged.push(name.clone());
     }
+    // Intermediate files (the plain or zlib form of the boot archive that
+    // is not an output, unix.z): never moved into place.
+    let scratch = tempfile::Builder::new()
+        .prefix(&format!(".{}.scratch.", manifest.stem))
+        .tempdir_in(out_dir)
+        .map_err(io_err(out_dir, "create scratch directory"))?;
+    let threads = manifest.spec.threads();
+    // The boot archive's zlib form, for the image archive's cpio.z.
+    let mut cpio_z = None;
     if let Some(b) = &manifest.boot_archive {
-        archive::write_boot_archive(&manifest, b, &header, mtime, &stage(&b.output))?;
+        if b.zlib {
+            let plain = scratch.path().join("boot.cpio");
+            archive::write_boot_archive(&manifest, b, &header, mtime, &plain)?;
+            archive::zlib_file(&plain, &stage(&b.output), threads)?;
+            cpio_z = Some(stage(&b.output));
+        } else {
+            archive::write_boot_archive(&manifest, b, &header, mtime, &stage(&b.output))?;
+            if manifest.image_archive.is_some() {
+                let z = scratch.path().join("cpio.z");
+                archive::zlib_file(&stage(&b.output), &z, threads)?;
+                cpio_z = Some(z);
+            }
+        }
         staged.push(b.output.clone());
     }
     if let Some(a) = &manifest.image_archive {
-        archive::write_image_archive(
-            &manifest,
-            a,
-            &header,
-            &stage(&image_name),
-            mtime,
-            &stage(&a.output),
-        )?;
+        let unix_z = match &a.unix {
+            Some(unix) => {
+                let z = scratch.path().join("unix.z");
+                archive::zlib_file(unix, &z, threads)?;
+                Some(z)
+            }
+            None => None,
+        };
+        let members =
+            archive::image_members(a, &stage(&image_name), unix_z.as_deref(), cpio_z.as_deref());
+        archive::write_image_archive(&manifest, a, &header, &members, mtime, &stage(&a.output))?;
         staged.push(a.output.clone());
     }
     // Everything is complete: move it into place.
@@ -194,7 +219,7 @@ pub(crate) fn write_staged(
 }
 
 /// Checks, before any work, that every input the manifest names exists and
-/// is what it must be (the ROM exactly 32 MiB).
+/// is what it must be (each ROM exactly [`ROM_SIZE`]).
 fn check_inputs(m: &Manifest) -> Result<(), Error> {
     let field = |key: String, message: String| Error::Field {
         path: m.path.clone(),
@@ -224,18 +249,21 @@ fn check_inputs(m: &Manifest) -> Result<(), Error> {
         }
     }
     if let Some(a) = &m.image_archive {
-        if let Some(rom) = &a.rom {
-            let size = exists("image-archive.rom".into(), rom, false)?;
-            if size != manifest::ROM_SIZE {
+        for rom in &a.roms {
+            let size = exists(rom.key.clone(), &rom.path, false)?;
+            if size != ROM_SIZE {
                 return Err(field(
-                    "image-archive.rom".into(),
+                    rom.key.clone(),
                     format!(
-                        "{}: is {size} bytes; the host boot ROM must be exactly {} (32 MiB)",
-                        rom.display(),
-                        manifest::ROM_SIZE
+                        "{}: is {size} bytes; the OS build's {} host boot ROM is exactly {ROM_SIZE} (32 MiB)",
+                        rom.path.display(),
+                        rom.board,
                     ),
                 ));
             }
+        }
+        if let Some(u) = &a.unix {
+            exists("image-archive.unix".into(), u, false)?;
         }
         for (name, p) in &a.extra {
             exists(format!("image-archive.extra.{name:?}"), p, false)?;
@@ -271,7 +299,8 @@ pub fn inputs(manifest: &Manifest) -> Result<Vec<PathBuf>, Error> {
         inputs.extend(b.files.iter().map(|(_, p)| p.clone()));
     }
     if let Some(a) = &manifest.image_archive {
-        inputs.extend(a.rom.iter().cloned());
+        inputs.extend(a.roms.iter().map(|r| r.path.clone()));
+        inputs.extend(a.unix.iter().cloned());
         inputs.extend(a.extra.iter().map(|(_, p)| p.clone()));
     }
     Ok(inputs)

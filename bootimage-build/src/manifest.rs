@@ -4,6 +4,7 @@
 //! name = "demo"                  # image name in the header
 //! dataset = "rpool/ROOT/ramdisk" # optional, this is the default
 //! target-size = "64MiB"          # optional, default 4 GiB
+//! pad-to = "128KiB"              # optional: zeros up to a multiple (default 128 KiB; 0 or 1: none)
 //! compress = true                # optional, default false
 //! level = 9                      # optional zlib level, 1..9
 //!
@@ -15,16 +16,18 @@
 //! # file = "rootfs.img"          # or: a raw image, used as it is
 //!
 //! [boot-archive]                 # optional: an odc cpio archive with boot_image_csum
-//! output = "boot.cpio.gz"        # file name in OUT (default STEM.boot.cpio[.gz])
+//! output = "cpio.z"              # file name in OUT (default STEM.boot.cpio, or .cpio.z with compress)
 //! root = "proto/boot"            # a directory packed whole (optional)
-//! files = { "platform/kernel/unix" = "proto/unix" }  # archive path = file (optional)
-//! compress = true                # gzip, deterministic (default false)
+//! files = { "platform/oxide/kernel/amd64/unix" = "proto/unix" }  # archive path = file (optional)
+//! compress = true                # one zlib stream, as phbl reads it ("zlib" too; default false)
 //!
 //! [image-archive]                # optional: the rack's update archive
 //! output = "os.tar.gz"           # file name in OUT (default STEM.tar.gz)
 //! name = "helios"                # oxide.json "i.name" (default: the image name)
-//! rom = "rom.bin"                # image/rom, exactly 32 MiB (optional)
-//! extra = { "unix.z" = "proto/unix.z" }  # more image/ members (optional)
+//! roms = { gimlet = "gimlet.rom", cosmo = "cosmo.rom" }  # image/BOARD.rom, 32 MiB each (optional)
+//! # rom = "gimlet.rom"           # shorthand for roms.gimlet
+//! unix = "proto/unix"            # the kernel, packed as image/unix.z (zlib) (optional)
+//! extra = { "build.txt" = "build.txt" }  # more image/ members (optional)
 //! info = { version = "1.0.0" }   # more oxide.json "i" entries (optional)
 //! ```
 //!
@@ -33,6 +36,7 @@
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
 
+use bootimage::consumers::{LEGACY_ROM, LEGACY_ROM_BOARD, ROM_BOARDS};
 use bootimage::header::{DEFAULT_DATASET, DEFAULT_TARGET_SIZE};
 use bootimage::{parse_size, ImageSpec};
 use serde::Deserialize;
@@ -45,6 +49,7 @@ struct Raw {
     name: String,
     dataset: Option<String>,
     target_size: Option<SizeValue>,
+    pad_to: Option<SizeValue>,
     compress: Option<bool>,
     level: Option<u32>,
     checksum_file: Option<String>,
@@ -60,7 +65,15 @@ struct RawBootArchive {
     root: Option<PathBuf>,
     #[serde(default)]
     files: BTreeMap<String, PathBuf>,
-    compress: Option<bool>,
+    compress: Option<CompressValue>,
+}
+
+/// `[boot-archive] compress`: `true`/`false`, or a name.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum CompressValue {
+    Bool(bool),
+    Name(String),
 }
 
 #[derive(Deserialize)]
@@ -70,13 +83,13 @@ struct RawImageArchive {
     name: Option<String>,
     rom: Option<PathBuf>,
     #[serde(default)]
+    roms: BTreeMap<String, PathBuf>,
+    unix: Option<PathBuf>,
+    #[serde(default)]
     extra: BTreeMap<String, PathBuf>,
     #[serde(default)]
     info: BTreeMap<String, String>,
 }
-
-/// The exact size `image/rom` must have.
-pub const ROM_SIZE: u64 = 32 << 20;
 
 /// The boot archive to make: odc cpio with `boot_image_csum` added.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -86,7 +99,19 @@ pub struct BootArchive {
     pub root: Option<PathBuf>,
     /// (path in the archive, file on disk), sorted.
     pub files: Vec<(String, PathBuf)>,
-    pub gzip: bool,
+    /// Write it as one zlib stream (`cpio.z`, as phbl reads it).
+    pub zlib: bool,
+}
+
+/// A host boot ROM for one board.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rom {
+    /// `gimlet` or `cosmo`: the member is `image/BOARD.rom`.
+    pub board: &'static str,
+    pub path: PathBuf,
+    /// The manifest key that gave it (`image-archive.roms.gimlet`, or
+    /// `image-archive.rom`).
+    pub key: String,
 }
 
 /// The image archive to make: `oxide.json`, `image/zfs.img` and more.
@@ -95,7 +120,10 @@ pub struct ImageArchive {
     pub output: String,
     /// `oxide.json`'s `i.name`.
     pub name: String,
-    pub rom: Option<PathBuf>,
+    /// The board ROMs, in [`bootimage::consumers::ROM_BOARDS`] order.
+    pub roms: Vec<Rom>,
+    /// The kernel, packed as `image/unix.z`.
+    pub unix: Option<PathBuf>,
     /// (name under `image/`, file on disk), sorted.
     pub extra: Vec<(String, PathBuf)>,
     /// More `i` entries.
@@ -214,6 +242,18 @@ fn member_name(manifest: &Path, key: &str, name: &str) -> Result<String, Error> 
     Ok(name.to_owned())
 }
 
+/// How the build makes `image/NAME` itself, when it does: such names are
+/// not extras.
+fn made_by_the_build(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "zfs.img" => "the boot image",
+        "unix.z" => "give the kernel as `unix` (packed as one zlib stream)",
+        "cpio.z" => "made from [boot-archive] (its zlib form)",
+        "gimlet.rom" | "cosmo.rom" | LEGACY_ROM => "give ROMs as `roms` (or `rom` for gimlet's)",
+        _ => return None,
+    })
+}
+
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, Error> {
         let text = std::fs::read_to_string(path).map_err(crate::io_err(path, "read"))?;
@@ -259,9 +299,14 @@ impl Manifest {
             None => DEFAULT_TARGET_SIZE,
         };
         let dataset = raw.dataset.as_deref().unwrap_or(DEFAULT_DATASET);
+        let pad_to = match raw.pad_to {
+            Some(v) => size("pad-to", v)?,
+            None => bootimage::NETBOOT_ALIGN,
+        };
         let spec = ImageSpec {
             target_size,
             compression: level,
+            pad_to,
             ..ImageSpec::default()
         };
         let spec = spec.with_names(dataset, &raw.name).map_err(|e| match &e {
@@ -303,8 +348,24 @@ impl Manifest {
         let boot_archive = match raw.boot_archive {
             None => None,
             Some(b) => {
-                let gzip = b.compress.unwrap_or(false);
-                let default = format!("{stem}.boot.cpio{}", if gzip { ".gz" } else { "" });
+                let zlib = match b.compress {
+                    None | Some(CompressValue::Bool(false)) => false,
+                    Some(CompressValue::Bool(true)) => true,
+                    Some(CompressValue::Name(n)) if n == "zlib" => true,
+                    Some(CompressValue::Name(n)) if n == "gzip" => {
+                        return Err(field(
+                            "boot-archive.compress",
+                            "\"gzip\": no reader of boot archives takes gzip (phbl, the host boot loader, inflates one zlib stream): use true or \"zlib\"".into(),
+                        ))
+                    }
+                    Some(CompressValue::Name(n)) => {
+                        return Err(field(
+                            "boot-archive.compress",
+                            format!("{n:?} is not true, false or \"zlib\""),
+                        ))
+                    }
+                };
+                let default = format!("{stem}.boot.cpio{}", if zlib { ".z" } else { "" });
                 let root = b
                     .root
                     .map(|r| inside(path, &dir, "boot-archive.root", &r))
@@ -319,7 +380,7 @@ impl Manifest {
                     output: output_name(path, "boot-archive.output", &b.output.unwrap_or(default))?,
                     root,
                     files,
-                    gzip,
+                    zlib,
                 })
             }
         };
@@ -329,14 +390,57 @@ impl Manifest {
                 let mut extra = Vec::new();
                 for (name, file) in a.extra {
                     let key = format!("image-archive.extra.{name:?}");
-                    if name.contains('/') || name == "zfs.img" || name == "rom" {
+                    if let Some(how) = made_by_the_build(&name) {
                         return Err(field(
                             &key,
-                            format!("image/{name} is not a plain extra member (zfs.img and rom are the archive's own; no directories)"),
+                            format!("image/{name} is the archive's own: {how}"),
+                        ));
+                    }
+                    if name.contains('/') {
+                        return Err(field(
+                            &key,
+                            format!("image/{name}: extras are plain names under image/ (no directories)"),
                         ));
                     }
                     let name = member_name(path, &key, &name)?;
                     extra.push((name, inside(path, &dir, &key, &file)?));
+                }
+                let mut given = Vec::new();
+                if let Some(r) = a.rom {
+                    given.push((
+                        LEGACY_ROM_BOARD.to_string(),
+                        "image-archive.rom".to_string(),
+                        r,
+                    ));
+                }
+                for (board, r) in a.roms {
+                    let key = format!("image-archive.roms.{board}");
+                    if !ROM_BOARDS.contains(&board.as_str()) {
+                        return Err(field(
+                            &key,
+                            format!(
+                                "unknown board {board:?}: the OS build makes ROMs for {}",
+                                ROM_BOARDS.join(" and ")
+                            ),
+                        ));
+                    }
+                    if board == LEGACY_ROM_BOARD && given.iter().any(|(b, _, _)| *b == board) {
+                        return Err(field(
+                            &key,
+                            "gimlet's ROM is given twice: by `rom` (its shorthand) and by `roms.gimlet`".into(),
+                        ));
+                    }
+                    given.push((board, key, r));
+                }
+                let mut roms = Vec::new();
+                for board in ROM_BOARDS {
+                    if let Some((_, key, r)) = given.iter().find(|(b, _, _)| b == board) {
+                        roms.push(Rom {
+                            board,
+                            path: inside(path, &dir, key, r)?,
+                            key: key.clone(),
+                        });
+                    }
                 }
                 for reserved in ["name", "checksum"] {
                     if a.info.contains_key(reserved) {
@@ -355,9 +459,10 @@ impl Manifest {
                         &a.output.unwrap_or_else(|| format!("{stem}.tar.gz")),
                     )?,
                     name: a.name.unwrap_or_else(|| raw.name.clone()),
-                    rom: a
-                        .rom
-                        .map(|r| inside(path, &dir, "image-archive.rom", &r))
+                    roms,
+                    unix: a
+                        .unix
+                        .map(|u| inside(path, &dir, "image-archive.unix", &u))
                         .transpose()?,
                     extra,
                     info: a.info,
@@ -441,6 +546,29 @@ mod tests {
         assert_eq!(m.source, Source::File("cfg/a.raw".into()));
         let m = parse("name = \"x\"\ncompress = true\n[source]\nfile = \"a\"\n").unwrap();
         assert_eq!(m.spec.compression, Some(bootimage::DEFAULT_LEVEL));
+        // Padded for the network client by default; 0 or 1 turn it off.
+        assert_eq!(m.spec.pad_to, bootimage::NETBOOT_ALIGN);
+        for (v, want) in [("0", 0), ("1", 1), ("\"1MiB\"", 1 << 20)] {
+            let m = parse(&format!(
+                "name = \"x\"\npad-to = {v}\n[source]\nfile = \"a\"\n"
+            ))
+            .unwrap();
+            assert_eq!(m.spec.pad_to, want, "{v}");
+        }
+        // The boot archive: zlib for true and "zlib", plain by default.
+        for (v, zlib, output) in [
+            ("", false, "img.boot.cpio"),
+            ("compress = false\n", false, "img.boot.cpio"),
+            ("compress = true\n", true, "img.boot.cpio.z"),
+            ("compress = \"zlib\"\n", true, "img.boot.cpio.z"),
+        ] {
+            let m = parse(&format!(
+                "name = \"x\"\n[source]\nfile = \"a\"\n[boot-archive]\n{v}"
+            ))
+            .unwrap();
+            let b = m.boot_archive.unwrap();
+            assert_eq!((b.zlib, b.output.as_str()), (zlib, output), "{v}");
+        }
     }
 
     #[test]

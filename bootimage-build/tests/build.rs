@@ -42,7 +42,7 @@ fn the_embedded_default_builds_into_an_image_the_sled_accepts() {
     assert_eq!(
         listing(out.path()),
         [
-            "demo.boot.cpio.gz",
+            "demo.boot.cpio.z",
             "demo.cpio",
             "demo.csum",
             "demo.img",
@@ -54,8 +54,9 @@ fn the_embedded_default_builds_into_an_image_the_sled_accepts() {
         built.header.sha256
     );
     let h = &built.header;
-    // The network client refuses images under 1 MiB.
-    assert!(h.image_size >= 1 << 20, "{}", h.image_size);
+    // The network client boots it: at least 1 MiB, whole 128 KiB batches.
+    assert_eq!(h.netboot_problem(), None);
+    assert_eq!(h.image_size % bootimage::NETBOOT_ALIGN, 0);
     assert!(h.flags.compressed());
     assert_eq!(h.image_name.as_str(), "demo");
     assert_eq!(h.target_size, 64 << 20);
@@ -63,6 +64,15 @@ fn the_embedded_default_builds_into_an_image_the_sled_accepts() {
         .unwrap()
         .verify(&|_| {})
         .unwrap();
+
+    // The boot archive is one zlib stream of an odc archive carrying the
+    // image's checksum, as the host boot loader reads it.
+    let boot = fs::read(out.path().join("demo.boot.cpio.z")).unwrap();
+    let boot = miniz_oxide::inflate::decompress_to_vec_zlib(&boot).unwrap();
+    let csum = cpio_reader::iter_files(&boot)
+        .find(|e| e.name() == "boot_image_csum")
+        .map(|e| e.file().to_vec());
+    assert_eq!(csum.as_deref(), Some(&built.header.sha256[..]));
 
     let cpio = fs::read(out.path().join("demo.cpio")).unwrap();
     assert_eq!(cpio.len(), 1 << 20);
@@ -140,15 +150,39 @@ fn a_raw_file_source_is_used_as_it_is() {
     fs::copy(&raw, dir.path().join("small.raw")).unwrap();
     fs::write(
         dir.path().join("v.toml"),
-        "name = \"vector-plain\"\ntarget-size = \"4MiB\"\n[source]\nfile = \"small.raw\"\n",
+        "name = \"vector-plain\"\ntarget-size = \"4MiB\"\npad-to = 0\n[source]\nfile = \"small.raw\"\n",
     )
     .unwrap();
     let built = build(&dir.path().join("v.toml"), dir.path()).unwrap();
-    // Same bytes as the previous mkimage made.
+    // With pad-to = 0, the same bytes as the previous mkimage made.
     assert_eq!(
-        fs::read(built.image).unwrap(),
+        fs::read(&built.image).unwrap(),
         fs::read(raw.with_file_name("small-plain.img")).unwrap()
     );
+    // By default, zeros up to a multiple of 128 KiB, hashed with the rest:
+    // the image the network client can boot.
+    let raw_len = fs::metadata(&raw).unwrap().len();
+    for (pad_to, size) in [("", 9 * 131072), ("pad-to = \"1MiB\"\n", 2 << 20)] {
+        fs::write(
+            dir.path().join("v.toml"),
+            format!("name = \"vector-plain\"\ntarget-size = \"4MiB\"\n{pad_to}[source]\nfile = \"small.raw\"\n"),
+        )
+        .unwrap();
+        let built = build(&dir.path().join("v.toml"), dir.path()).unwrap();
+        assert_eq!(built.header.image_size, size, "{pad_to:?}");
+        assert_eq!(built.header.netboot_problem(), None, "{pad_to:?}");
+        let mut padded = fs::read(&raw).unwrap();
+        padded.resize(size as usize, 0);
+        let image = fs::read(&built.image).unwrap();
+        assert_eq!(
+            &image[4096..4096 + raw_len as usize],
+            &padded[..raw_len as usize]
+        );
+        assert!(image[4096 + raw_len as usize..].iter().all(|&b| b == 0));
+        assert_eq!(image.len() as u64, 4096 + size);
+        use sha2::Digest;
+        assert_eq!(built.header.sha256[..], sha2::Sha256::digest(&padded)[..]);
+    }
 }
 
 #[test]
@@ -177,13 +211,17 @@ fn bad_inputs_name_the_manifest_and_key_and_leave_nothing() {
         "m.toml: target-size: 1048576 bytes cannot hold the 2097152-byte image from source.directory"
     );
     assert_eq!(
-        fail("name = \"x\"\n[source]\ndirectory = \"empty\"\n"),
+        fail("name = \"x\"\npad-to = 0\n[source]\ndirectory = \"empty\"\n"),
         "m.toml: source.min-size: the packed directory is 124 bytes; images need at least 4096 (the network client 1 MiB): raise min-size"
     );
     fs::write(dir.path().join("tiny.raw"), b"tiny").unwrap();
     assert_eq!(
-        fail("name = \"x\"\n[source]\nfile = \"tiny.raw\"\n"),
+        fail("name = \"x\"\npad-to = 1\n[source]\nfile = \"tiny.raw\"\n"),
         "m.toml: source.file: image size 4 is below the minimum of 4096 bytes"
+    );
+    assert_eq!(
+        fail("name = \"x\"\npad-to = \"lots\"\n[source]\nfile = \"tiny.raw\"\n"),
+        "m.toml: pad-to: invalid size \"lots\": no number (examples: 4GiB, 512MiB, 64M, 1048576)"
     );
     let e = fail("name = \"x\"\nsauce = 1\n");
     assert!(

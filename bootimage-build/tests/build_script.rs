@@ -161,7 +161,10 @@ fn build_script_embeds_the_checksum_lookimage_reports() {
     let text = lookimage(&["--image", &lines[3], boot]);
     assert_eq!(
         text,
-        format!("boot_image_csum = {array_hex}\nmatches {}\n", lines[3])
+        format!(
+            "compression = none\nboot_image_csum = {array_hex}\nmatches {}\n",
+            lines[3]
+        )
     );
     let text = lookimage(&[archive]);
     assert!(

@@ -3,9 +3,10 @@
 //! archive holding `boot_image_csum`).
 
 use std::fs::File;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::Path;
 
+use crate::consumers::{is_metadata, Compression, BOOT_IMAGE_CSUM};
 use crate::header::{hex, Header, MAGIC};
 use crate::{read_header, report, verify_payload_serial, Error, Image, InspectOptions};
 
@@ -15,17 +16,28 @@ pub enum Kind {
     Image,
     /// `NAME.tar.gz` with `oxide.json` and `image/zfs.img`.
     ImageArchive,
-    /// A cpio archive (odc or newc), gzip-compressed or not.
+    /// A cpio archive (odc or newc): plain, one zlib stream (`cpio.z`, as
+    /// phbl reads it) or gzip.
     BootArchive {
-        gzip: bool,
+        compression: Compression,
     },
 }
 
 const CPIO_MAGICS: [&[u8]; 2] = [b"070707", b"070701"];
 
+/// A reader that inflates `r` as `compression` says.
+fn decoder<'a, R: Read + 'a>(r: R, compression: Compression) -> Box<dyn Read + 'a> {
+    match compression {
+        Compression::None => Box::new(r),
+        Compression::Zlib => Box::new(flate2::read::ZlibDecoder::new(r)),
+        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(r)),
+    }
+}
+
 /// Tells an image, an image archive and a boot archive apart by their
-/// first bytes. Anything else is taken for an image (whose header check
-/// then says what is wrong).
+/// first bytes (and, for zlib and gzip, by the first bytes they inflate
+/// to). Anything else is taken for an image (whose header check then says
+/// what is wrong).
 pub fn detect(path: &Path) -> Result<Kind, Error> {
     let mut head = [0u8; 512];
     let mut f = File::open(path).map_err(Error::io(path, "open"))?;
@@ -35,23 +47,29 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
         return Ok(Kind::Image);
     }
     if CPIO_MAGICS.iter().any(|m| head.starts_with(m)) {
-        return Ok(Kind::BootArchive { gzip: false });
+        return Ok(Kind::BootArchive {
+            compression: Compression::None,
+        });
     }
-    if head.starts_with(&[0x1f, 0x8b]) {
+    let compression = Compression::sniff(head);
+    if compression != Compression::None {
         let mut inner = [0u8; 512];
         let f = File::open(path).map_err(Error::io(path, "open"))?;
-        let mut z = flate2::read::GzDecoder::new(BufReader::new(f));
+        let mut z = decoder(BufReader::new(f), compression);
         let n = crate::verify::read_full(&mut z, &mut inner).unwrap_or(0);
         let inner = &inner[..n];
         if CPIO_MAGICS.iter().any(|m| inner.starts_with(m)) {
-            return Ok(Kind::BootArchive { gzip: true });
+            return Ok(Kind::BootArchive { compression });
         }
-        if inner.len() >= 262 && &inner[257..262] == b"ustar" {
+        if compression == Compression::Gzip && inner.len() >= 262 && &inner[257..262] == b"ustar" {
             return Ok(Kind::ImageArchive);
         }
     }
     Ok(Kind::Image)
 }
+
+/// What [`find_member`] found: the member's contents, if any.
+type FoundMember = Result<Option<Vec<u8>>, String>;
 
 /// An error about a member of an archive.
 fn member_error(path: &Path, member: &str, what: String) -> Error {
@@ -84,6 +102,12 @@ pub fn inspect_image_archive(
     let mut members = Vec::new();
     let mut image: Option<Header> = None;
     let mut verify_result = None;
+    // image/cpio.z: its compression and what it holds as boot_image_csum.
+    let mut boot: Option<(Compression, FoundMember)> = None;
+    // .txt members the update system's packager never reads (after the
+    // first image/ member that is not .txt).
+    let mut unread_metadata = Vec::new();
+    let mut past_metadata = false;
     for (i, entry) in tar.entries().map_err(read_err)?.enumerate() {
         let mut entry = entry.map_err(read_err)?;
         let name = entry
@@ -119,6 +143,22 @@ pub fn inspect_image_archive(
             entry.read_to_string(&mut text).map_err(read_err)?;
             metadata = Some(parse_oxide_json(path, &text)?);
             continue;
+        }
+        if let Some(file) = name.strip_prefix("image/").filter(|f| !f.contains('/')) {
+            if entry.header().entry_type() == tar::EntryType::Regular {
+                if !is_metadata(file) {
+                    past_metadata = true;
+                } else if past_metadata {
+                    unread_metadata.push(name.clone());
+                }
+            }
+        }
+        if name == "image/cpio.z" {
+            let mut r = BufReader::new(&mut entry);
+            let head = r.fill_buf().map_err(read_err)?;
+            let compression = Compression::sniff(head);
+            let csum = find_member(&mut decoder(r, compression), BOOT_IMAGE_CSUM.as_bytes());
+            boot = Some((compression, csum));
         }
         if name == "image/zfs.img" {
             if entry.header().entry_type() != tar::EntryType::Regular {
@@ -164,6 +204,32 @@ pub fn inspect_image_archive(
         (Some(_), Some(r)) => r,
         (Some(_), None) => Ok(()),
     };
+    // phbl boots only the image whose checksum its cpio.z carries.
+    let boot_result = match (&boot, &image) {
+        (Some((compression, csum)), Some(h)) if !opts.skip_verify => {
+            let bad = |why: String| Err(member_error(path, "image/cpio.z", why));
+            match csum {
+                _ if *compression != Compression::Zlib => bad(format!(
+                    "is {}, not one zlib stream: the host boot loader (phbl) cannot read it",
+                    compression.as_str()
+                )),
+                Err(m) => bad(m.clone()),
+                Ok(None) => bad(format!("holds no {BOOT_IMAGE_CSUM}")),
+                Ok(Some(c)) if c[..] != h.sha256[..] => bad(format!(
+                    "{BOOT_IMAGE_CSUM} {} does not match image/zfs.img's checksum {}",
+                    hex(c),
+                    h.sha256_hex()
+                )),
+                Ok(Some(_)) => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    };
+    let result = result.and(boot_result);
+    let boot_csum = boot.as_ref().and_then(|(_, c)| match c {
+        Ok(Some(c)) => Some(hex(c)),
+        _ => None,
+    });
     let stdout_err = |e| Error::Io {
         path: "<stdout>".into(),
         op: "write",
@@ -176,6 +242,12 @@ pub fn inspect_image_archive(
             "members": members.iter().map(|(n, s)| serde_json::json!({"name": n, "size": s})).collect::<Vec<_>>(),
             "image": image.as_ref().map(|h| report::header_json(h, None)),
             "verified": (!opts.skip_verify).then_some(result.is_ok()),
+            "boot_archive": boot.as_ref().map(|(c, _)| serde_json::json!({
+                "member": "image/cpio.z",
+                "compression": c.as_str(),
+                "boot_image_csum": boot_csum,
+            })),
+            "unread_metadata": unread_metadata,
         });
         if let Err(e) = &result {
             v["error"] = e.to_string().into();
@@ -195,8 +267,25 @@ pub fn inspect_image_archive(
                 text.push_str(&format!("    {line}"));
             }
         }
+        if let Some((c, _)) = &boot {
+            text.push_str(&format!(
+                "image/cpio.z: compression = {}, {BOOT_IMAGE_CSUM} = {}\n",
+                c.as_str(),
+                boot_csum.as_deref().unwrap_or("(absent)")
+            ));
+        }
+        for m in &unread_metadata {
+            text.push_str(&format!(
+                "note: {m} comes after a member that is not .txt: the update system's packager (tufaceous) reads .txt metadata only before it\n"
+            ));
+        }
         if !opts.skip_verify && result.is_ok() {
             text.push_str("verified: image/zfs.img matches its header and oxide.json\n");
+            if boot.is_some() {
+                text.push_str(
+                    "verified: image/cpio.z is one zlib stream holding image/zfs.img's checksum\n",
+                );
+            }
         }
         out.write_all(text.as_bytes()).map_err(stdout_err)?;
     }
@@ -235,17 +324,13 @@ fn parse_oxide_json(path: &Path, text: &str) -> Result<(serde_json::Value, Strin
 /// `image`, whether it matches that image's checksum.
 pub fn inspect_boot_archive(
     path: &Path,
-    gzip: bool,
+    compression: Compression,
     image: Option<&Path>,
     json: bool,
     out: &mut dyn Write,
 ) -> Result<(), Error> {
     let f = File::open(path).map_err(Error::io(path, "open"))?;
-    let mut reader: Box<dyn Read> = if gzip {
-        Box::new(flate2::read::GzDecoder::new(BufReader::new(f)))
-    } else {
-        Box::new(BufReader::new(f))
-    };
+    let mut reader = decoder(BufReader::new(f), compression);
     let csum = find_member(&mut reader, b"boot_image_csum")
         .map_err(|m| member_error(path, "boot_image_csum", m))?;
     let expected = match image {
@@ -279,7 +364,8 @@ pub fn inspect_boot_archive(
     if json {
         let mut v = serde_json::json!({
             "kind": "boot-archive",
-            "gzip": gzip,
+            "compression": compression.as_str(),
+            "gzip": compression == Compression::Gzip,
             "boot_image_csum": csum.as_ref().map(|c| hex(c)),
             "image": expected.as_ref().map(|(p, _)| p.display().to_string()),
             "matches": expected.as_ref().map(|_| result.is_ok()),
@@ -289,10 +375,11 @@ pub fn inspect_boot_archive(
         }
         writeln!(out, "{v}").map_err(stdout_err)?;
     } else {
-        let mut text = match &csum {
-            Some(c) => format!("boot_image_csum = {}\n", hex(c)),
-            None => "boot_image_csum = (absent)\n".to_string(),
-        };
+        let mut text = format!("compression = {}\n", compression.as_str());
+        match &csum {
+            Some(c) => text.push_str(&format!("boot_image_csum = {}\n", hex(c))),
+            None => text.push_str("boot_image_csum = (absent)\n"),
+        }
         if let (Some((p, _)), Ok(())) = (&expected, &result) {
             text.push_str(&format!("matches {}\n", p.display()));
         }

@@ -29,8 +29,8 @@ pub fn inspect(
     match crate::archive::detect(path)? {
         Kind::Image => inspect_image(path, opts, out, progress),
         Kind::ImageArchive => crate::archive::inspect_image_archive(path, opts, out, progress),
-        Kind::BootArchive { gzip } => {
-            crate::archive::inspect_boot_archive(path, gzip, against, opts.json, out)
+        Kind::BootArchive { compression } => {
+            crate::archive::inspect_boot_archive(path, compression, against, opts.json, out)
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod archive;
 mod atomic;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod consumers;
 mod error;
 pub mod extract;
 pub mod header;
