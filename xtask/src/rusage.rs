@@ -5,7 +5,8 @@
 //! crate offers `wait4` and `RUSAGE_THREAD` for Linux only, so for illumos
 //! they are declared here (`wait4` from `<sys/wait.h>`, `RUSAGE_LWP` from
 //! `<sys/resource.h>`). What illumos cannot give: a peak resident set size
-//! (its `getrusage` and `wait4` leave `ru_maxrss` at zero), so
+//! (its kernel never fills in `ru_maxrss`: see `getrusage_chld` and
+//! `getrusage_lwp` in illumos-gate's `uts/common/syscall/rusagesys.c`), so
 //! [`Usage::max_rss`] is `None` there and the benchmark tables say n/a.
 
 #[cfg(target_os = "linux")]
