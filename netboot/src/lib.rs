@@ -7,6 +7,15 @@
 //! - [`sled`]: the deployed client's behaviour, emulated (no I/O).
 //! - [`image`]: verified images and which sled gets which.
 //! - [`sim`]: a deterministic, virtual-time network for tests.
+//!
+//! Two systems are supported: Linux (AF_PACKET and AF_XDP, `link::packet`,
+//! `link::xdp`, and the namespace labs in `lab`) and illumos (DLPI,
+//! `link::dlpi`). [`link::sys`] asks either one about its links.
+
+#[cfg(not(any(target_os = "linux", target_os = "illumos")))]
+compile_error!(
+    "netboot supports two systems: Linux (AF_PACKET) and illumos (DLPI); build it for one of them"
+);
 
 pub mod config;
 pub mod image;

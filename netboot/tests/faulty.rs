@@ -1,7 +1,10 @@
 //! A faulty network for real sockets: a userspace switch (AF_PACKET on
 //! every port) between the server's namespace and the sleds', with seeded
 //! loss, duplication, reordering and delay, and outages. Every test checks
-//! the SHA-256 each sled received. Needs root, as CI has.
+//! the SHA-256 each sled received. Needs root, as CI has. Linux: the labs
+//! are network namespaces.
+
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

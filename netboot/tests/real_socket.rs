@@ -1,6 +1,9 @@
 //! Real sockets between network namespaces: the server on one host, the
 //! sled emulator on others, all on a private bridge. Needs root (CI runs as
-//! root); everything created is removed afterwards.
+//! root); everything created is removed afterwards. Linux: the labs are
+//! network namespaces, and DLPI runs through the test shim.
+
+#![cfg(target_os = "linux")]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,7 +38,21 @@ enum Backend {
     /// The same, the server's switch port polled (as `bench netboot
     /// --switch poll` runs it).
     XdpPolledPort,
+    /// DLPI through the shim on both ends: the server in ordinary mode,
+    /// the emulator raw and promiscuous (as on illumos), each link's first
+    /// receives and sends interrupted (EINTR) on purpose.
     Dlpi,
+}
+
+/// Opens the server's DLPI link, checks that its MAC is the interface's
+/// (`dlpi_get_physaddr`, not zeros), and has its first calls interrupted.
+fn dlpi_server_link() -> DlpiLink {
+    let mut link = DlpiLink::open("eth0").unwrap();
+    let real = PacketLink::open("eth0", false).unwrap().mac();
+    assert_eq!(link.mac(), real);
+    assert_ne!(link.mac(), Mac([0; 6]));
+    link.inject_eintr(5);
+    link
 }
 
 /// Boots `sleds_per_host` sleds on each of `hosts` sled hosts from a
@@ -61,6 +78,7 @@ fn boot(
         poll_server_port(&lab);
     }
 
+    let sleds_on_dlpi = matches!(backend, Backend::Dlpi);
     let stop = AtomicBool::new(false);
     let events = std::thread::scope(|s| {
         let server = s.spawn(|| {
@@ -73,7 +91,7 @@ fn boot(
                         assert_eq!(link.sends_with(), "AF_XDP");
                         Box::new(link)
                     }
-                    Backend::Dlpi => Box::new(DlpiLink::open("eth0").unwrap()),
+                    Backend::Dlpi => Box::new(dlpi_server_link()),
                 };
                 serve_image(&mut *link, &path, &stop)
             })
@@ -90,7 +108,13 @@ fn boot(
                 };
                 s.spawn(move || {
                     in_namespace(&ns, || {
-                        let mut link = PacketLink::open("eth0", true).unwrap();
+                        let mut link: Box<dyn Link> = if sleds_on_dlpi {
+                            let mut l = DlpiLink::open_emulator("eth0").unwrap();
+                            l.inject_eintr(5);
+                            Box::new(l)
+                        } else {
+                            Box::new(PacketLink::open("eth0", true).unwrap())
+                        };
                         let mut sleds: Vec<Sled> = (0..sleds_per_host)
                             .map(|i| {
                                 Sled::new(Mac([2, 0x5e, 0, 0, h as u8, i as u8]), sha(raw))
@@ -98,7 +122,7 @@ fn boot(
                             })
                             .collect();
                         let done = run_sleds(
-                            &mut link,
+                            &mut *link,
                             &mut sleds,
                             &faults,
                             Duration::from_secs(100),
@@ -379,6 +403,21 @@ fn dlpi_wiring_through_the_shim() {
         faults,
         &image((1 << 20) + (128 << 10), 3),
         false,
+    );
+}
+
+/// Many sleds, each with its own MAC, on two hosts whose one link each is
+/// opened raw and promiscuous through DLPI, from a server on DLPI.
+#[test]
+fn dlpi_server_and_emulator_boot_many_sleds() {
+    boot(
+        "m",
+        Backend::Dlpi,
+        2,
+        4,
+        SledFaults::default(),
+        &image((1 << 20) + 5000, 8),
+        true,
     );
 }
 

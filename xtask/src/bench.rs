@@ -29,7 +29,8 @@ struct Row {
     median: Duration,
     mb_s: f64,
     output: Option<(u64, u64)>,
-    peak: u64,
+    /// `None` where the system does not report it (illumos).
+    peak: Option<u64>,
     cpu: Duration,
 }
 
@@ -177,7 +178,7 @@ pub fn image(raw: Option<PathBuf>, runs: Option<usize>) -> Result<()> {
     let mut rows = Vec::new();
     for job in &jobs {
         let mut walls = Vec::new();
-        let (mut peak, mut cpus) = (0, Vec::new());
+        let (mut peak, mut cpus) = (None, Vec::new());
         for i in 0..job.runs {
             if let Some(o) = &job.output {
                 // Not timed: replacing a 1 GiB file frees its blocks.
@@ -241,14 +242,17 @@ pub fn image(raw: Option<PathBuf>, runs: Option<usize>) -> Result<()> {
             None => ("-".into(), "-".into()),
         };
         println!(
-            "| {} | {} | {:.2} s | {:.0} | {} | {} | {:.1} MiB | {:.2} s |",
+            "| {} | {} | {:.2} s | {:.0} | {} | {} | {} | {:.2} s |",
             r.name,
             r.threads,
             r.median.as_secs_f64(),
             r.mb_s,
             size,
             disk,
-            r.peak as f64 / (1 << 20) as f64,
+            r.peak.map_or("n/a".into(), |p| format!(
+                "{:.1} MiB",
+                p as f64 / (1 << 20) as f64
+            )),
             r.cpu.as_secs_f64()
         );
     }

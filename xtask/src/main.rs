@@ -3,16 +3,25 @@
 //! - `cargo xtask image [MANIFEST...]`: build boot images from manifests
 //!   (default: every `config/images/*.toml`) into `target/bootimage/`.
 //! - `cargo xtask inspect IMAGE`: print and verify an image, like `lookimage`.
-//! - `cargo xtask ci`: formatting, clippy with `-D warnings`, and every test.
+//! - `cargo xtask ci`: formatting, clippy with `-D warnings`, the illumos
+//!   check, and every test.
+//! - `cargo xtask check-illumos`: `cargo check` of the workspace for
+//!   illumos, in `TARGET/illumos`.
 //! - `cargo xtask bench image [RAW]`, `cargo xtask bench netboot`: timings
 //!   of the release tools.
 //! - `cargo xtask serve --nic NIC`, `cargo xtask demo`: the boot server.
+//!
+//! `image`, `inspect`, `serve`, `check-illumos` and `bench image` work on
+//! Linux and illumos; `demo`, `bench netboot` and `fuzz` need Linux
+//! (network namespaces, AF_PACKET, libFuzzer) and say so elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
 mod fuzz;
+mod illumos;
+#[cfg(target_os = "linux")]
 mod netbench;
 mod rusage;
 mod serve;
@@ -43,11 +52,16 @@ enum Command {
         #[command(flatten)]
         args: bootimage::cli::InspectArgs,
     },
-    /// What CI runs: cargo fmt --check, clippy -D warnings, all tests
-    /// (installing the tools the tests use, with apt-get, when missing)
+    /// What CI runs: cargo fmt --check, clippy -D warnings, the illumos
+    /// check, all tests (installing the tools the tests use, with apt-get,
+    /// when missing)
     Ci,
+    /// cargo check of every crate and target for x86_64-unknown-illumos,
+    /// in TARGET/illumos (adds the target with rustup when missing, else
+    /// uses Debian's rustc-web; fails, never skips, when neither can be had)
+    CheckIllumos,
     /// Run the libFuzzer targets (header, verify, frame, server, manifest)
-    /// for a bounded time each; installs cargo-fuzz if missing
+    /// for a bounded time each; installs cargo-fuzz if missing (Linux)
     Fuzz {
         /// One target [default: all]
         target: Option<String>,
@@ -56,7 +70,7 @@ enum Command {
         seconds: u64,
     },
     /// Build what is stale, then run the release bootserver on NIC (needs
-    /// root or CAP_NET_RAW)
+    /// root or CAP_NET_RAW on Linux, root or net_rawaccess on illumos)
     Serve {
         /// Network interface to serve on
         #[arg(long)]
@@ -108,8 +122,8 @@ enum Bench {
         #[arg(long)]
         runs: Option<usize>,
     },
-    /// Boot sleds over veth with the release bootserver and sledsim (root):
-    /// wall time, MB/s per sled and aggregate, server CPU per GiB
+    /// Boot sleds over veth with the release bootserver and sledsim (root,
+    /// Linux): wall time, MB/s per sled and aggregate, server CPU per GiB
     Netboot {
         /// Boot image to serve [default: a plain image of the 1 GiB bench
         /// image]
@@ -251,8 +265,19 @@ fn ci() -> Result<()> {
     ensure_test_tools(&sh)?;
     cmd!(sh, "cargo fmt --all -- --check").run()?;
     cmd!(sh, "cargo clippy --workspace --all-targets -- -D warnings").run()?;
+    illumos::check(&ws)?;
     cmd!(sh, "cargo test --workspace").run()?;
     Ok(())
+}
+
+/// The error of a command that needs Linux, run elsewhere.
+#[cfg_attr(target_os = "linux", allow(dead_code))]
+fn needs_linux(command: &str, why: &str) -> Box<dyn std::error::Error> {
+    format!(
+        "`cargo xtask {command}` needs Linux ({why}); this is {}",
+        std::env::consts::OS
+    )
+    .into()
 }
 
 fn main() -> ExitCode {
@@ -261,7 +286,14 @@ fn main() -> ExitCode {
         Command::Image { manifests } => image(manifests),
         Command::Inspect { args } => args.run().map_err(Into::into),
         Command::Ci => ci(),
-        Command::Fuzz { target, seconds } => fuzz::fuzz(target, seconds),
+        Command::CheckIllumos => workspace().and_then(|ws| illumos::check(&ws)),
+        Command::Fuzz { target, seconds } => {
+            if cfg!(target_os = "linux") {
+                fuzz::fuzz(target, seconds)
+            } else {
+                Err(needs_linux("fuzz", "cargo-fuzz and libFuzzer"))
+            }
+        }
         Command::Serve {
             nic,
             image,
@@ -274,12 +306,21 @@ fn main() -> ExitCode {
             loss,
             bin_dir,
         } => {
-            // Ctrl-C: stop the sleds and server, remove the namespaces.
-            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let flag = stop.clone();
-            let _ =
-                ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::Relaxed));
-            serve::demo(hosts, sleds, loss, bin_dir, stop)
+            #[cfg(target_os = "linux")]
+            {
+                // Ctrl-C: stop the sleds and server, remove the namespaces.
+                let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let flag = stop.clone();
+                let _ = ctrlc::set_handler(move || {
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed)
+                });
+                serve::demo(hosts, sleds, loss, bin_dir, stop)
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = (hosts, sleds, loss, bin_dir);
+                Err(needs_linux("demo", "network namespaces and veth pairs"))
+            }
         }
         Command::Bench {
             what: Bench::Image { raw, runs },
@@ -293,7 +334,20 @@ fn main() -> ExitCode {
                     switch,
                     runs,
                 },
-        } => netbench::netboot(image, sleds, tx, switch, runs),
+        } => {
+            #[cfg(target_os = "linux")]
+            {
+                netbench::netboot(image, sleds, tx, switch, runs)
+            }
+            #[cfg(not(target_os = "linux"))]
+            {
+                let _ = (image, sleds, tx, switch, runs);
+                Err(needs_linux(
+                    "bench netboot",
+                    "network namespaces, veth pairs and AF_XDP",
+                ))
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,12 +1,22 @@
-//! `cargo xtask serve --nic NIC` and `cargo xtask demo`.
+//! `cargo xtask serve --nic NIC` (Linux and illumos) and `cargo xtask
+//! demo` (Linux: network namespaces).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+#[cfg(target_os = "linux")]
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::Command;
+#[cfg(target_os = "linux")]
+use std::process::{Child, ExitStatus, Stdio};
+#[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicBool, Ordering};
+#[cfg(target_os = "linux")]
 use std::sync::Arc;
+#[cfg(target_os = "linux")]
 use std::time::Duration;
 
+#[cfg(target_os = "linux")]
 use netboot::lab::Lab;
+use netboot::link::sys::{self, RawAccess};
 use xshell::{cmd, Shell};
 
 use crate::{Result, Workspace};
@@ -25,17 +35,37 @@ fn build_stale_images(ws: &Workspace) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Whether this process may open raw sockets: root, or CAP_NET_RAW.
-fn has_net_raw() -> bool {
-    const CAP_NET_RAW: u32 = 13;
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        })
-        .is_some_and(|caps| caps & (1 << CAP_NET_RAW) != 0)
+/// Checks, before anything is built, that `nic` exists and that this
+/// process may open it raw, asking the system in its own terms (see
+/// `netboot::link::sys`). When the system cannot say, the server's own
+/// error will.
+pub(crate) fn check_nic(nic: &str) -> Result<()> {
+    let names = sys::link_names().map_err(|e| format!("listing this host's links: {e}"))?;
+    if !names.iter().any(|n| n == nic) {
+        return Err(format!("no such NIC: {nic} (this host has: {})", names.join(", ")).into());
+    }
+    if sys::raw_access() == RawAccess::Denied {
+        return Err(format!("serving on {nic} needs {}", raw_access_advice(nic)).into());
+    }
+    Ok(())
+}
+
+/// What serving needs that this process lacks, and how to get it, on this
+/// system.
+fn raw_access_advice(nic: &str) -> String {
+    if cfg!(target_os = "illumos") {
+        format!(
+            "the net_rawaccess privilege (DLPI raw access): run `pfexec cargo xtask serve --nic {nic}` \
+             as a user whose profile grants it, or as root, or grant it to a user once \
+             (`usermod -K defaultpriv=basic,net_rawaccess USER`, then log in again)"
+        )
+    } else {
+        format!(
+            "CAP_NET_RAW: run `sudo cargo xtask serve --nic {nic}`, or grant \
+             the built server the capability once (`sudo setcap cap_net_raw+ep target/release/bootserver`) \
+             and run it directly"
+        )
+    }
 }
 
 pub fn serve(
@@ -44,25 +74,7 @@ pub fn serve(
     config: Option<PathBuf>,
     extra: Vec<String>,
 ) -> Result<()> {
-    if !Path::new("/sys/class/net").join(&nic).exists() {
-        let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
-        names.sort();
-        return Err(format!("no such NIC: {nic} (this host has: {})", names.join(", ")).into());
-    }
-    if !has_net_raw() {
-        return Err(format!(
-            "serving on {nic} needs CAP_NET_RAW: run `sudo cargo xtask serve --nic {nic}`, or grant \
-             the built server the capability once (`sudo setcap cap_net_raw+ep target/release/bootserver`) \
-             and run it directly"
-        )
-        .into());
-    }
+    check_nic(&nic)?;
     let ws = crate::workspace()?;
     build_stale_images(&ws)?;
     let sh = Shell::new()?;
@@ -91,9 +103,11 @@ pub fn serve(
     Ok(())
 }
 
+#[cfg(target_os = "linux")]
 /// The log of a running bootserver, line by line.
 pub(crate) type ServerLog = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
 
+#[cfg(target_os = "linux")]
 /// Starts `bin/bootserver ARGS` in `lab`'s `srv` namespace (behind `wrap`,
 /// such as `taskset -c 0`) and waits for its first line, which says it is
 /// up. Returns the child, that line, and the rest of its log.
@@ -122,6 +136,7 @@ pub(crate) fn start_bootserver(
     }
 }
 
+#[cfg(target_os = "linux")]
 /// `bin/sledsim` in `lab`'s namespace `host` (the `h`th sled host):
 /// `count` sleds, MACs counting up from 02:5e:00:00:h:01, expecting `image`.
 /// Callers add their own flags.
@@ -143,6 +158,7 @@ pub(crate) fn sledsim(
     c
 }
 
+#[cfg(target_os = "linux")]
 /// Kills what is still running and waits for it.
 fn reap(children: &mut Vec<(String, Child)>) {
     for (_, c) in children.iter_mut() {
@@ -152,6 +168,7 @@ fn reap(children: &mut Vec<(String, Child)>) {
     children.clear();
 }
 
+#[cfg(target_os = "linux")]
 /// Waits for every child (or Ctrl-C); returns their names and statuses.
 fn wait_all(
     children: &mut Vec<(String, Child)>,
@@ -183,6 +200,7 @@ fn wait_all(
     Ok(done)
 }
 
+#[cfg(target_os = "linux")]
 /// The demo: a private bridge in network namespaces, the server and
 /// `hosts` hosts of `per_host` emulated sleds, all booting the default
 /// image. Everything created is removed, even on failure or Ctrl-C.
@@ -193,7 +211,7 @@ pub fn demo(
     bin_dir: Option<PathBuf>,
     stop: Arc<AtomicBool>,
 ) -> Result<()> {
-    if !has_net_raw() {
+    if sys::raw_access() == RawAccess::Denied {
         return Err("the demo makes network namespaces and raw sockets: run it as root (sudo cargo xtask demo)".into());
     }
     let ws = crate::workspace()?;

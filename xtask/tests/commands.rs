@@ -131,3 +131,37 @@ fn inspect_reads_the_default_pipelines_archives() {
         text(&o.stdout)
     );
 }
+
+/// Without rustup's illumos target and without Debian's toolchain (and no
+/// apt-get to install it), the illumos check says it was skipped and fails
+/// instead of passing in silence.
+#[test]
+fn an_illumos_check_that_cannot_run_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    // A rustup that cannot help; nothing else on the PATH (no apt-get).
+    let rustup = bin.join("rustup");
+    fs::write(&rustup, "#!/bin/sh\necho 'rustup: offline' >&2\nexit 1\n").unwrap();
+    fs::set_permissions(&rustup, fs::Permissions::from_mode(0o755)).unwrap();
+    let empty = dir.path().join("no-debian-rust");
+    fs::create_dir(&empty).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .arg("check-illumos")
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+        .env("PATH", &bin)
+        // cargo_metadata finds cargo here, not on the PATH.
+        .env("CARGO", std::env::var("CARGO").unwrap())
+        .env("XTASK_DEBIAN_RUST_ROOT", &empty)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains("xtask: the illumos check was SKIPPED, which fails it: no standard library for x86_64-unknown-illumos"),
+        "{e}"
+    );
+    assert!(e.contains("rustup"), "{e}");
+    assert!(e.contains("no-debian-rust"), "{e}");
+}

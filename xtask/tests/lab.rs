@@ -1,5 +1,7 @@
 //! `cargo xtask demo` and `cargo xtask serve`, run as a developer runs
-//! them (as root, which CI is).
+//! them (as root, which CI is). Linux: the labs are network namespaces.
+
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -130,6 +132,8 @@ fn serve_explains_a_missing_nic_and_missing_privileges() {
         e.starts_with("xtask: no such NIC: no-such-nic0 (this host has: "),
         "{e}"
     );
+    // The list is the system's own (/sys/class/net here).
+    assert!(e.contains("lo"), "{e}");
     // As nobody (no CAP_NET_RAW) on a NIC that exists: it says what to do.
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])

@@ -26,7 +26,7 @@ use netboot::wire::Mac;
 /// Logs one line per HELLO, OFFER, FINISHED, retransmission burst, RESET
 /// and ignored frame on standard output (--json: one JSON object per line);
 /// on a terminal, a progress line per sled on standard error. Needs
-/// CAP_NET_RAW (root).
+/// CAP_NET_RAW (root) on Linux, net_rawaccess (root) on illumos.
 #[derive(Parser)]
 #[command(name = "bootserver", version)]
 struct Args {

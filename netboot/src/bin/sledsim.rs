@@ -16,7 +16,9 @@ use netboot::wire::Mac;
 /// HELLO every 4 s, the client's OFFER rules (including the expected
 /// SHA-256), 128-slot batches, 1 s sparse re-requests, FINISHED once. Each
 /// sled checks the SHA-256 of what it received. Exits 0 when every sled
-/// booted. Needs CAP_NET_RAW (root); puts LINK in promiscuous mode.
+/// booted. Needs CAP_NET_RAW (root) on Linux, net_rawaccess (root) on
+/// illumos; puts LINK in promiscuous mode (on illumos: DLPI_RAW and
+/// DL_PROMISC_PHYS, so that each sled sends with its own MAC).
 #[derive(Parser)]
 #[command(name = "sledsim", version)]
 struct Args {

@@ -6,6 +6,7 @@ pub mod dlpi;
 pub mod mem;
 #[cfg(target_os = "linux")]
 pub mod packet;
+pub mod sys;
 #[cfg(target_os = "linux")]
 pub mod xdp;
 
@@ -114,7 +115,8 @@ impl std::str::FromStr for Tx {
 pub enum LinkError {
     #[error("no such link: {0}")]
     NoSuchLink(String),
-    #[error("{0}: not permitted: raw Ethernet needs CAP_NET_RAW; run as root, or grant it once with `sudo setcap cap_net_raw+ep PROGRAM`")]
+    /// What is needed is the system's own: see [`sys::RAW_ACCESS_HINT`].
+    #[error("{0}: not permitted: {hint}", hint = sys::RAW_ACCESS_HINT)]
     NotPermitted(String),
     #[error("{link}: {source}")]
     Io {
@@ -138,6 +140,7 @@ impl LinkError {
 }
 
 /// Opens a link for a server by name, sending as `tx` says.
+#[cfg(any(target_os = "linux", target_os = "illumos"))]
 pub fn open_server(name: &str, tx: Tx) -> Result<Box<dyn Link>, LinkError> {
     #[cfg(target_os = "linux")]
     {
@@ -166,7 +169,11 @@ pub fn open_server(name: &str, tx: Tx) -> Result<Box<dyn Link>, LinkError> {
     }
 }
 
-/// Opens a link by name with the platform's backend.
+/// Opens a link by name with the platform's backend. `promiscuous` is for
+/// the sled emulator: frames for every MAC arrive, and frames go out with
+/// the source MAC they carry (on illumos: `DLPI_RAW` and
+/// `DL_PROMISC_PHYS`).
+#[cfg(any(target_os = "linux", target_os = "illumos"))]
 pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn Link>, LinkError> {
     #[cfg(target_os = "linux")]
     {
@@ -174,7 +181,10 @@ pub fn open(name: &str, promiscuous: bool) -> Result<Box<dyn Link>, LinkError> {
     }
     #[cfg(target_os = "illumos")]
     {
-        let _ = promiscuous;
-        Ok(Box::new(dlpi::DlpiLink::open(name)?))
+        if promiscuous {
+            Ok(Box::new(dlpi::DlpiLink::open_emulator(name)?))
+        } else {
+            Ok(Box::new(dlpi::DlpiLink::open(name)?))
+        }
     }
 }
