@@ -26,6 +26,8 @@
 //! (sorted cpio entries, uid/gid 0, normalised modes, mtime 0 or
 //! `SOURCE_DATE_EPOCH`).
 
+#![forbid(unsafe_code)]
+
 mod archive;
 pub mod cpio;
 pub mod manifest;

@@ -24,9 +24,14 @@ pub enum Kind {
 const CPIO_MAGICS: [&[u8]; 2] = [b"070707", b"070701"];
 
 /// Tells an image, an image archive and a boot archive apart by their
-/// first bytes. Anything else is taken for an image (whose header check
-/// then says what is wrong).
+/// first bytes. A gzip file holding neither tar nor cpio, and a tar archive
+/// that is not gzipped, are named for what they are; anything else is taken
+/// for an image (whose header check then says what is wrong).
 pub fn detect(path: &Path) -> Result<Kind, Error> {
+    let not = |what: &str| Error::NotABootFile {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
     let mut head = [0u8; 512];
     let mut f = File::open(path).map_err(Error::io(path, "open"))?;
     let n = crate::verify::read_full(&mut f, &mut head).map_err(Error::io(path, "read"))?;
@@ -46,11 +51,24 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
         if CPIO_MAGICS.iter().any(|m| inner.starts_with(m)) {
             return Ok(Kind::BootArchive { gzip: true });
         }
-        if inner.len() >= 262 && &inner[257..262] == b"ustar" {
+        if is_tar(inner) {
             return Ok(Kind::ImageArchive);
         }
+        return Err(not(
+            "gzip, holding neither tar nor cpio: not an image, image archive or boot archive",
+        ));
+    }
+    if is_tar(head) {
+        return Err(not(
+            "tar archive, not gzipped: an image archive is a gzipped tar (NAME.tar.gz)",
+        ));
     }
     Ok(Kind::Image)
+}
+
+/// A POSIX (ustar) or GNU tar header.
+fn is_tar(head: &[u8]) -> bool {
+    head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
 /// An error about a member of an archive.
@@ -253,7 +271,13 @@ pub fn inspect_boot_archive(
         None => None,
     };
     let result = match (&csum, &expected) {
-        (None, _) => Err(member_error(path, "boot_image_csum", "missing".into())),
+        (None, _) => Err(Error::NotABootFile {
+            path: path.to_owned(),
+            what: format!(
+                "{}cpio archive without boot_image_csum: not a boot archive",
+                if gzip { "gzipped " } else { "" }
+            ),
+        }),
         (Some(c), _) if c.len() != 32 => Err(member_error(
             path,
             "boot_image_csum",
