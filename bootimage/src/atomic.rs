@@ -167,15 +167,38 @@ pub fn check_output(path: &Path) -> Result<(), Error> {
         }
     }
     let dir = parent_of(path);
-    match std::fs::metadata(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            return Err(bad(format!("directory {} does not exist", dir.display())))
+    match dir_problem(dir) {
+        None => Ok(()),
+        Some(reason) if reason == NOT_A_DIRECTORY => {
+            Err(bad(format!("{} {reason}", dir.display())))
         }
-        Err(e) => return Err(bad(format!("directory {}: {e}", dir.display()))),
-        Ok(m) if !m.is_dir() => return Err(bad(format!("{} is not a directory", dir.display()))),
+        Some(reason) => Err(bad(format!("directory {} {reason}", dir.display()))),
+    }
+}
+
+/// Checks, before any work, that outputs can be made in `dir`: it exists,
+/// is a directory and is writable. The error says which.
+pub fn check_output_dir(dir: &Path) -> Result<(), Error> {
+    match dir_problem(dir) {
+        None => Ok(()),
+        Some(reason) => Err(Error::Output {
+            path: dir.to_owned(),
+            reason: format!("the output directory {reason}"),
+        }),
+    }
+}
+
+const NOT_A_DIRECTORY: &str = "is not a directory";
+
+/// What keeps this process from making files in `dir`, if anything.
+fn dir_problem(dir: &Path) -> Option<String> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Some("does not exist".into()),
+        Err(e) => return Some(format!("cannot be read: {e}")),
+        Ok(m) if !m.is_dir() => return Some(NOT_A_DIRECTORY.into()),
         Ok(_) => {}
     }
-    check_writable_dir(dir).map_err(|e| bad(format!("directory {} {e}", dir.display())))
+    check_writable_dir(dir).err()
 }
 
 /// Whether this process may create files in `dir`, as the kernel would
@@ -392,11 +415,15 @@ impl Drop for AtomicFile {
 }
 
 /// An unnamed file in `dir` (`O_TMPFILE`), or `None` where the system or
-/// file system has none, or `/proc` is missing (needed to link it).
+/// file system has none, `/proc` is missing (needed to link it), or
+/// `BOOTIMAGE_NAMED_TEMPORARY` is set (to test the named files, or to avoid
+/// a file system whose `O_TMPFILE` misbehaves).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 fn open_unnamed(dir: &Path) -> io::Result<Option<File>> {
     use rustix::fs::{openat, Mode, OFlags, CWD};
-    if !Path::new("/proc/self/fd").is_dir() {
+    if !Path::new("/proc/self/fd").is_dir()
+        || std::env::var_os("BOOTIMAGE_NAMED_TEMPORARY").is_some()
+    {
         return Ok(None);
     }
     match openat(

@@ -117,9 +117,10 @@ fn wait_until_writing(child: &mut Child, dir: &Path) {
 }
 
 fn signal(child: &Child, sig: i32) {
+    // `-s SIG -- PID`: procps kill misreads other spellings of some
+    // arguments (`kill -INT -PGID` can become `kill(-1)`).
     let status = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
+        .args(["-s", &sig.to_string(), "--", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());

@@ -52,6 +52,23 @@ fn usage_errors_exit_2() {
         assert!(text(&o.stderr).contains("error:"), "{exe} {args:?}");
         assert_eq!(text(&o.stdout), "", "{exe} {args:?}");
     }
+    // --out must be a writable directory, checked before anything else.
+    let o = run(
+        SLEDSIM,
+        &[
+            "--link",
+            "no-such-nic0",
+            "--sha256",
+            &"0".repeat(64),
+            "--out",
+            "/nonexistent",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "sledsim: --out /nonexistent: cannot write the output here: the output directory does not exist\n"
+    );
     // A non-ASCII "hex" checksum is refused, not a panic.
     let o = run(
         SLEDSIM,

@@ -25,6 +25,18 @@ fn build_stale_images(ws: &Workspace) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// Checks, before anything is built, that `--image` is a boot image (its
+/// header reads; the server verifies the rest) and that `--config` exists.
+fn check_serve_inputs(image: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    if let Some(image) = image {
+        bootimage::Image::open(image).map_err(|e| format!("--image {e}"))?;
+    }
+    if let Some(config) = config {
+        std::fs::metadata(config).map_err(|e| format!("--config {}: {e}", config.display()))?;
+    }
+    Ok(())
+}
+
 /// Whether this process may open raw sockets: root, or CAP_NET_RAW.
 fn has_net_raw() -> bool {
     const CAP_NET_RAW: u32 = 13;
@@ -63,6 +75,7 @@ pub fn serve(
         )
         .into());
     }
+    check_serve_inputs(image.as_deref(), config.as_deref())?;
     let ws = crate::workspace()?;
     build_stale_images(&ws)?;
     let sh = Shell::new()?;

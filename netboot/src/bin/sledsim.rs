@@ -98,6 +98,9 @@ fn expected(args: &Args) -> Result<[u8; 32], String> {
 }
 
 fn run(args: Args) -> Result<bool, String> {
+    if let Some(dir) = &args.out {
+        bootimage::atomic::check_output_dir(dir).map_err(|e| format!("--out {e}"))?;
+    }
     let sum = expected(&args)?;
     let base = u64::from_be_bytes([
         0,
