@@ -145,3 +145,17 @@ fn files_of_other_kinds_are_named_for_what_they_are() {
         assert_eq!(v["error"], format!("{file}: {what}"), "{file}");
     }
 }
+
+#[test]
+fn help_shows_required_arguments_and_examples() {
+    let dir = tempfile::tempdir().unwrap();
+    let help = text(&run(MKIMAGE, &["--help"], dir.path()).stdout);
+    assert!(
+        help.contains("Usage: mkimage [OPTIONS] --input <RAW> --output <IMAGE>"),
+        "{help}"
+    );
+    assert!(help.contains("Examples:\n  mkimage -i "), "{help}");
+    let help = text(&run(LOOKIMAGE, &["--help"], dir.path()).stdout);
+    assert!(help.contains("Usage: lookimage [OPTIONS] <FILE>"), "{help}");
+    assert!(help.contains("Examples:\n  lookimage "), "{help}");
+}

@@ -23,7 +23,17 @@ use xshell::{cmd, Shell};
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "Examples:
+  cargo xtask image
+      build and verify every config/images/*.toml into target/bootimage/
+  cargo xtask inspect --json target/bootimage/demo.tar.gz
+      print and verify an image archive as one JSON object
+  sudo cargo xtask serve --nic eth1 --image target/bootimage/demo.img
+      serve one image to every sled on eth1"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -208,3 +208,10 @@ fn a_signal_during_image_leaves_the_output_directory_as_it_was() {
         );
     }
 }
+
+#[test]
+fn help_gives_examples() {
+    let o = xtask(&["--help"]);
+    let help = text(&o.stdout);
+    assert!(help.contains("Examples:\n  cargo xtask image\n"), "{help}");
+}
