@@ -184,3 +184,30 @@ fn the_first_lines_say_what_is_served() {
     assert_eq!(v["images"][1]["macs"][0], "02:00:00:00:00:01");
     assert_eq!(v["images"][1]["any"], false);
 }
+
+/// Without CAP_NET_RAW, both binaries say how to grant it to themselves,
+/// by their real path.
+#[test]
+fn the_setcap_hint_names_the_real_program() {
+    require_root();
+    let sum = "0".repeat(64);
+    for (exe, args) in [
+        (BOOTSERVER, vec!["lo", "/nonexistent.img", "any"]),
+        (SLEDSIM, vec!["--link", "lo", "--sha256", &sum]),
+    ] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", exe])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{exe}");
+        let e = text(&o.stderr);
+        assert!(
+            e.ends_with(&format!(
+                "lo: not permitted: raw Ethernet needs CAP_NET_RAW; run as root, or grant it \
+                 once with `sudo setcap cap_net_raw+ep {exe}`\n"
+            )),
+            "{e}"
+        );
+    }
+}

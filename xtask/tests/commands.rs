@@ -215,3 +215,22 @@ fn help_gives_examples() {
     let help = text(&o.stdout);
     assert!(help.contains("Examples:\n  cargo xtask image\n"), "{help}");
 }
+
+/// The `cargo xtask` alias must not pass `--quiet`: on a fresh clone the
+/// first run compiles for minutes, and Cargo's progress is all that shows.
+#[test]
+fn the_alias_lets_cargo_show_that_it_is_building() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let config = fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    let alias = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("xtask = "))
+        .expect("an xtask alias");
+    assert!(alias.contains("run --package xtask"), "{alias}");
+    assert!(
+        !alias
+            .split_whitespace()
+            .any(|w| w.trim_matches('"') == "--quiet" || w.trim_matches('"') == "-q"),
+        "{alias}"
+    );
+}

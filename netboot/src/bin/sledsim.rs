@@ -123,7 +123,15 @@ fn run(args: Args) -> Result<bool, String> {
             }
         })
         .collect();
-    let mut link = netboot::link::open(&args.link, true).map_err(|e| e.to_string())?;
+    let mut link = netboot::link::open(&args.link, true).map_err(|e| match e {
+        // Name this very program in the command that grants the capability.
+        netboot::link::LinkError::NotPermitted(name) => format!(
+            "{name}: not permitted: raw Ethernet needs CAP_NET_RAW; run as root, or grant it \
+             once with `sudo setcap cap_net_raw+ep {}`",
+            std::env::current_exe().map_or_else(|_| "sledsim".into(), |p| p.display().to_string())
+        ),
+        e => e.to_string(),
+    })?;
     let faults = SledFaults {
         loss_rx: args.loss,
         loss_tx: args.loss,
