@@ -234,7 +234,14 @@ fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    // Ctrl-C, SIGTERM, SIGHUP while --out images are written: leave no
+    // temporary file.
+    if let Err(e) = bootimage::atomic::clean_up_on_signals() {
+        eprintln!("sledsim: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
