@@ -253,8 +253,14 @@ fn ctrl_c_during_a_build_script_leaves_no_staging_directory() {
             .collect()
     };
 
-    let mut child = cargo()
-        .args(["build", "--offline"])
+    // As a shell's foreground job: SIGINT not ignored, even when the tests
+    // run in a background job.
+    let mut child = Command::new("env")
+        .arg("--default-signal=INT,TERM,HUP")
+        .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("RUSTFLAGS")
+        .args(["--quiet", "build", "--offline"])
         .current_dir(dir.path())
         .process_group(0)
         .stderr(std::process::Stdio::null())
@@ -286,6 +292,24 @@ fn ctrl_c_during_a_build_script_leaves_no_staging_directory() {
     assert!(st.success());
     let status = child.wait().unwrap();
     assert!(!status.success());
+    // Cargo may end before its build script has finished cleaning up: wait
+    // until no process of the group is left.
+    let group_alive = || {
+        Command::new("kill")
+            .args(["-s", "0", "--", &format!("-{}", child.id())])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while group_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build script lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert_eq!(hidden(&out), Vec::<String>::new(), "in {}", out.display());
     assert!(!out.join("image.img").exists());
 }

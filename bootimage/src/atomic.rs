@@ -11,7 +11,8 @@
 //! - [`StagingDir`]: a hidden directory `.STEM.PID-RANDOM.staging` for
 //!   outputs that must appear together.
 //! - [`clean_up_on_signals`]: SIGINT, SIGTERM and SIGHUP remove every
-//!   temporary name this process holds, then end it as the signal would.
+//!   temporary name this process holds, then end it as the signal would
+//!   (a signal ignored at start, as `nohup` ignores SIGHUP, stays ignored).
 //! - Names left by a process that no longer runs (`kill -9` mid-commit, a
 //!   power cut, a platform without `O_TMPFILE`) are removed, with a note on
 //!   standard error, the next time a file or staging directory is made in
@@ -104,8 +105,14 @@ pub fn clean_up_on_signals() -> Result<(), Error> {
     INSTALLED
         .get_or_init(|| {
             use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-            let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
-                .map_err(|e| e.to_string())?;
+            // A signal the process was started ignoring (`nohup` ignores
+            // SIGHUP) stays ignored.
+            let ignored = ignored_signals();
+            let wanted = [SIGINT, SIGTERM, SIGHUP]
+                .into_iter()
+                .filter(|&s| ignored & (1 << (s - 1)) == 0);
+            let mut signals =
+                signal_hook::iterator::Signals::new(wanted).map_err(|e| e.to_string())?;
             std::thread::Builder::new()
                 .name("clean-up-on-signal".into())
                 .spawn(move || {
@@ -129,6 +136,19 @@ pub fn clean_up_on_signals() -> Result<(), Error> {
         .map_err(|e| {
             Error::io(Path::new("<signals>"), "install signal handler")(io::Error::other(e))
         })
+}
+
+/// The signals this process ignores, as a mask (bit N-1 for signal N),
+/// from `/proc/self/status`; none where that cannot be read.
+fn ignored_signals() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("SigIgn:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Runs `f` while holding off the signal clean-up, for steps that must not

@@ -70,8 +70,18 @@ fn setup() -> Setup {
     }
 }
 
+/// `mkimage` with the signals a shell's foreground job has: when these
+/// tests run in a background job, SIGINT arrives ignored, and mkimage
+/// (rightly) keeps ignoring it.
+fn mkimage_command() -> Command {
+    let mut c = Command::new("env");
+    c.arg("--default-signal=INT,TERM,HUP")
+        .arg(env!("CARGO_BIN_EXE_mkimage"));
+    c
+}
+
 fn mkimage(s: &Setup, named: bool) -> Child {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_mkimage"));
+    let mut c = mkimage_command();
     c.arg("-i")
         .arg(&s.input)
         .arg("-o")
@@ -332,4 +342,26 @@ fn outputs_are_synced_before_the_rename_and_the_directory_after() {
             );
         }
     }
+}
+
+/// A run started ignoring SIGHUP (as `nohup` starts it) keeps ignoring it
+/// and finishes its image.
+#[test]
+fn sighup_stays_ignored_under_nohup() {
+    let s = setup();
+    let mut c = Command::new("nohup");
+    c.arg(env!("CARGO_BIN_EXE_mkimage"))
+        .arg("-i")
+        .arg(&s.input)
+        .arg("-o")
+        .arg(s.out.join("k.img"))
+        .args(["-z", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    wait_until_writing(&mut child, &s.out);
+    signal(&child, SIGHUP);
+    assert!(child.wait().unwrap().success());
+    let h = bootimage::Image::open(&s.out.join("k.img")).unwrap();
+    assert_eq!(h.header().image_size, 64 << 20);
 }
