@@ -26,6 +26,8 @@
 //! (sorted cpio entries, uid/gid 0, normalised modes, mtime 0 or
 //! `SOURCE_DATE_EPOCH`).
 
+#![forbid(unsafe_code)]
+
 mod archive;
 pub mod cpio;
 pub mod manifest;
@@ -103,18 +105,22 @@ pub fn source_date_epoch() -> Result<u32, Error> {
 
 /// Builds everything the manifest at `manifest` describes into `out_dir`:
 /// the image, and the checksum file, boot archive and image archive it
-/// asks for. All outputs are made in a staging directory inside `out_dir`
-/// and renamed into place only once every one of them is complete; a
-/// failure leaves nothing behind.
+/// asks for. `out_dir` and every output path are checked before any work.
+/// All outputs are made in a staging directory inside `out_dir`
+/// (`.STEM.PID-RANDOM.staging`), each synced, and renamed into place only
+/// once every one of them is complete, then `out_dir` is synced; a failure
+/// leaves nothing behind, and so does a signal when the process called
+/// [`bootimage::atomic::clean_up_on_signals`] ([`build_script`] does).
 pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
+    bootimage::atomic::check_output_dir(out_dir)?;
     let manifest = Manifest::load(manifest)?;
+    for name in output_names(&manifest) {
+        bootimage::atomic::check_output(&out_dir.join(name))?;
+    }
     let inputs = inputs(&manifest)?;
     check_inputs(&manifest)?;
     let mtime = source_date_epoch()?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{}.staging.", manifest.stem))
-        .tempdir_in(out_dir)
-        .map_err(io_err(out_dir, "create staging directory"))?;
+    let staging = bootimage::atomic::StagingDir::create(out_dir, &manifest.stem)?;
     let stage = |name: &str| staging.path().join(name);
     let mut staged = Vec::new();
 
@@ -152,23 +158,23 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     }
     // Intermediate files (the plain or zlib form of the boot archive that
     // is not an output, unix.z): never moved into place.
-    let scratch = tempfile::Builder::new()
-        .prefix(&format!(".{}.scratch.", manifest.stem))
-        .tempdir_in(out_dir)
-        .map_err(io_err(out_dir, "create scratch directory"))?;
+    // They live in the staging directory, so that whatever removes it
+    // (failure, signal, the next run after a kill) removes them too.
+    let scratch = stage(".scratch");
+    std::fs::create_dir(&scratch).map_err(io_err(&scratch, "create scratch directory"))?;
     let threads = manifest.spec.threads();
     // The boot archive's zlib form, for the image archive's cpio.z.
     let mut cpio_z = None;
     if let Some(b) = &manifest.boot_archive {
         if b.zlib {
-            let plain = scratch.path().join("boot.cpio");
+            let plain = scratch.join("boot.cpio");
             archive::write_boot_archive(&manifest, b, &header, mtime, &plain)?;
             archive::zlib_file(&plain, &stage(&b.output), threads)?;
             cpio_z = Some(stage(&b.output));
         } else {
             archive::write_boot_archive(&manifest, b, &header, mtime, &stage(&b.output))?;
             if manifest.image_archive.is_some() {
-                let z = scratch.path().join("cpio.z");
+                let z = scratch.join("cpio.z");
                 archive::zlib_file(&stage(&b.output), &z, threads)?;
                 cpio_z = Some(z);
             }
@@ -178,7 +184,7 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     if let Some(a) = &manifest.image_archive {
         let unix_z = match &a.unix {
             Some(unix) => {
-                let z = scratch.path().join("unix.z");
+                let z = scratch.join("unix.z");
                 archive::zlib_file(unix, &z, threads)?;
                 Some(z)
             }
@@ -189,11 +195,18 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
         archive::write_image_archive(&manifest, a, &header, &members, mtime, &stage(&a.output))?;
         staged.push(a.output.clone());
     }
-    // Everything is complete: move it into place.
-    for name in &staged {
-        std::fs::rename(stage(name), out_dir.join(name))
-            .map_err(io_err(&out_dir.join(name), "rename into place"))?;
-    }
+    // Everything is complete and synced: move it into place, all of it
+    // before a signal may end the process, then make the renames durable.
+    bootimage::atomic::uninterrupted(out_dir, || {
+        for name in &staged {
+            std::fs::rename(stage(name), out_dir.join(name)).map_err(bootimage::Error::io(
+                &out_dir.join(name),
+                "rename into place",
+            ))?;
+        }
+        Ok(())
+    })?;
+    bootimage::atomic::sync_dir(out_dir)?;
     let out = |name: &Option<String>| name.as_ref().map(|n| out_dir.join(n));
     Ok(Built {
         image: out_dir.join(&image_name),
@@ -206,15 +219,32 @@ pub fn build(manifest: &Path, out_dir: &Path) -> Result<Built, Error> {
     })
 }
 
-/// Writes a file through a buffered writer, flushing at the end.
+/// Every file name a build of `m` puts in the output directory.
+fn output_names(m: &Manifest) -> Vec<String> {
+    let mut names = vec![format!("{}.img", m.stem)];
+    if let Source::Directory { .. } = m.source {
+        names.push(format!("{}.cpio", m.stem));
+    }
+    names.extend(m.checksum_file.iter().cloned());
+    names.extend(m.boot_archive.iter().map(|b| b.output.clone()));
+    names.extend(m.image_archive.iter().map(|a| a.output.clone()));
+    names
+}
+
+/// Writes a file through a buffered writer and an [`AtomicFile`] (synced,
+/// never partial).
+///
+/// [`AtomicFile`]: bootimage::AtomicFile
 pub(crate) fn write_staged(
     path: &Path,
-    body: impl FnOnce(&mut BufWriter<std::fs::File>) -> Result<(), Error>,
+    body: impl FnOnce(&mut BufWriter<&mut std::fs::File>) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let f = std::fs::File::create(path).map_err(io_err(path, "write"))?;
-    let mut w = BufWriter::with_capacity(1 << 20, f);
+    let mut f = bootimage::AtomicFile::create(path)?;
+    let mut w = BufWriter::with_capacity(1 << 20, f.file());
     body(&mut w)?;
     w.flush().map_err(io_err(path, "write"))?;
+    drop(w);
+    f.commit()?;
     Ok(())
 }
 
@@ -379,6 +409,9 @@ fn blame(manifest: &Manifest, source_key: &'static str, e: bootimage::Error) -> 
 /// `SHA256: [u8; 32]`, `SHA256_HEX`, `PATH`, `CHECKSUM_FILE`,
 /// `BOOT_ARCHIVE` and `IMAGE_ARCHIVE` for `include!`.
 pub fn build_script(manifest: impl AsRef<Path>) -> Result<Built, Error> {
+    // Ctrl-C during `cargo build` reaches the build script too: leave no
+    // staging directory behind.
+    bootimage::atomic::clean_up_on_signals()?;
     let out_dir = std::env::var_os("OUT_DIR").ok_or(Error::NoOutDir)?;
     build_script_to(manifest.as_ref(), Path::new(&out_dir), &mut io::stdout())
 }

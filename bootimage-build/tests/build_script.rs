@@ -192,3 +192,127 @@ fn build_script_embeds_the_checksum_lookimage_reports() {
     assert_ne!(changed[0], lines[0]);
     assert_eq!(&lookimage_sum(&changed[3]), &changed[0]);
 }
+
+/// 64 MiB that compress slowly, so that the build script runs for a while.
+fn write_slow_input(path: &Path) {
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut bytes = vec![0u8; 64 << 20];
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+/// Ctrl-C during `cargo build` (SIGINT to the whole process group, as a
+/// terminal sends it) while the build script is making the image: the
+/// build fails and its OUT_DIR holds no staging directory or temporary
+/// file.
+#[test]
+fn ctrl_c_during_a_build_script_leaves_no_staging_directory() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_consumer(dir.path());
+    let toml = fs::read_to_string(dir.path().join("Cargo.toml")).unwrap();
+    fs::write(
+        dir.path().join("Cargo.toml"),
+        toml.replace("name = \"firmware\"", "name = \"interrupted-firmware\""),
+    )
+    .unwrap();
+    write_slow_input(&dir.path().join("big.raw"));
+    fs::write(
+        dir.path().join("image.toml"),
+        "name = \"slow\"\ntarget-size = \"128MiB\"\ncompress = true\n\
+         [source]\nfile = \"big.raw\"\n",
+    )
+    .unwrap();
+    // Anything a previous run of this test left.
+    let build = target_dir().join("debug/build");
+    let out_dirs = || -> Vec<PathBuf> {
+        fs::read_dir(&build)
+            .into_iter()
+            .flatten()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("interrupted-firmware-")
+            })
+            .map(|p| p.join("out"))
+            .filter(|p| p.is_dir())
+            .collect()
+    };
+    for d in out_dirs() {
+        fs::remove_dir_all(&d).unwrap();
+    }
+    let hidden = |d: &Path| -> Vec<String> {
+        fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    };
+
+    // As a shell's foreground job: SIGINT not ignored, even when the tests
+    // run in a background job.
+    let mut child = Command::new("env")
+        .arg("--default-signal=INT,TERM,HUP")
+        .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .env("CARGO_TARGET_DIR", target_dir())
+        .env_remove("RUSTFLAGS")
+        .args(["--quiet", "build", "--offline"])
+        .current_dir(dir.path())
+        .process_group(0)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let out = loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before it was interrupted"
+        );
+        if let Some(d) = out_dirs().into_iter().find(|d| {
+            hidden(d)
+                .iter()
+                .any(|n| n.starts_with(".image.") && n.ends_with(".staging"))
+        }) {
+            break d;
+        }
+        assert!(std::time::Instant::now() < deadline, "no staging directory");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // The whole process group, as a terminal's Ctrl-C. Spelt `-s INT --
+    // -PGID`: procps kill reads `kill -INT -PGID` as another (even `-1`).
+    let st = Command::new("kill")
+        .args(["-s", "INT", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let status = child.wait().unwrap();
+    assert!(!status.success());
+    // Cargo may end before its build script has finished cleaning up: wait
+    // until no process of the group is left.
+    let group_alive = || {
+        Command::new("kill")
+            .args(["-s", "0", "--", &format!("-{}", child.id())])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while group_alive() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build script lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(hidden(&out), Vec::<String>::new(), "in {}", out.display());
+    assert!(!out.join("image.img").exists());
+}

@@ -664,3 +664,40 @@ fn bad_manifests_name_the_key_and_file_and_leave_nothing() {
         "{e}"
     );
 }
+
+/// The output directory and every output name are checked before any
+/// work: the manifest's missing input is never reached.
+#[test]
+fn outputs_are_checked_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let m = d.join("x.toml");
+    fs::write(&m, "name = \"x\"\n[source]\nfile = \"missing.raw\"\n").unwrap();
+    let e = build(&m, &d.join("nope")).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "{}/nope: cannot write the output here: the output directory does not exist",
+            d.display()
+        )
+    );
+    fs::write(d.join("file"), b"x").unwrap();
+    let e = build(&m, &d.join("file")).unwrap_err().to_string();
+    assert!(
+        e.ends_with("/file: cannot write the output here: the output directory is not a directory"),
+        "{e}"
+    );
+    let out = d.join("out");
+    fs::create_dir_all(out.join("x.img")).unwrap();
+    let e = build(&m, &out).unwrap_err().to_string();
+    assert!(
+        e.ends_with("/out/x.img: cannot write the output here: is a directory; give a file name"),
+        "{e}"
+    );
+    assert_eq!(listing(&out), ["x.img"]);
+    // With the way clear, the missing input is what fails.
+    fs::remove_dir(out.join("x.img")).unwrap();
+    let e = build(&m, &out).unwrap_err().to_string();
+    assert!(e.contains("missing.raw"), "{e}");
+    assert!(listing(&out).is_empty());
+}

@@ -36,9 +36,14 @@ fn decoder<'a, R: Read + 'a>(r: R, compression: Compression) -> Box<dyn Read + '
 
 /// Tells an image, an image archive and a boot archive apart by their
 /// first bytes (and, for zlib and gzip, by the first bytes they inflate
-/// to). Anything else is taken for an image (whose header check then says
-/// what is wrong).
+/// to). A compressed file holding neither tar nor cpio, and a tar archive
+/// that is not gzipped, are named for what they are; anything else is taken
+/// for an image (whose header check then says what is wrong).
 pub fn detect(path: &Path) -> Result<Kind, Error> {
+    let not = |what: &str| Error::NotABootFile {
+        path: path.to_owned(),
+        what: what.to_owned(),
+    };
     let mut head = [0u8; 512];
     let mut f = File::open(path).map_err(Error::io(path, "open"))?;
     let n = crate::verify::read_full(&mut f, &mut head).map_err(Error::io(path, "read"))?;
@@ -61,15 +66,29 @@ pub fn detect(path: &Path) -> Result<Kind, Error> {
         if CPIO_MAGICS.iter().any(|m| inner.starts_with(m)) {
             return Ok(Kind::BootArchive { compression });
         }
-        if compression == Compression::Gzip && inner.len() >= 262 && &inner[257..262] == b"ustar" {
+        if compression == Compression::Gzip && is_tar(inner) {
             return Ok(Kind::ImageArchive);
         }
+        return Err(not(&format!(
+            "{}, holding neither tar nor cpio: not an image, image archive or boot archive",
+            compression.as_str()
+        )));
+    }
+    if is_tar(head) {
+        return Err(not(
+            "tar archive, not gzipped: an image archive is a gzipped tar (NAME.tar.gz)",
+        ));
     }
     Ok(Kind::Image)
 }
 
 /// What [`find_member`] found: the member's contents, if any.
 type FoundMember = Result<Option<Vec<u8>>, String>;
+
+/// A POSIX (ustar) or GNU tar header.
+fn is_tar(head: &[u8]) -> bool {
+    head.len() >= 262 && &head[257..262] == b"ustar"
+}
 
 /// An error about a member of an archive.
 fn member_error(path: &Path, member: &str, what: String) -> Error {
@@ -338,7 +357,17 @@ pub fn inspect_boot_archive(
         None => None,
     };
     let result = match (&csum, &expected) {
-        (None, _) => Err(member_error(path, "boot_image_csum", "missing".into())),
+        (None, _) => Err(Error::NotABootFile {
+            path: path.to_owned(),
+            what: format!(
+                "{}cpio archive without boot_image_csum: not a boot archive",
+                match compression {
+                    Compression::None => "",
+                    Compression::Zlib => "zlib-compressed ",
+                    Compression::Gzip => "gzipped ",
+                }
+            ),
+        }),
         (Some(c), _) if c.len() != 32 => Err(member_error(
             path,
             "boot_image_csum",

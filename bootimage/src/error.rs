@@ -76,6 +76,12 @@ pub enum Error {
         member: String,
         message: String,
     },
+    /// A file that is none of the kinds the tools read, named for what it
+    /// is.
+    #[error("{}: {what}", path.display())]
+    NotABootFile { path: PathBuf, what: String },
+    #[error("{}: cannot write the output here: {reason}", path.display())]
+    Output { path: PathBuf, reason: String },
     #[error("compression level {level} is out of range (1 to 9)")]
     Level { level: u32 },
 }

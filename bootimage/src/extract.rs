@@ -41,6 +41,11 @@ pub fn extract(
     sink: Sink<'_>,
     progress: &dyn Fn(u64, u64),
 ) -> Result<Extracted, Error> {
+    // An output that is a directory, or in a missing or read-only one, is
+    // refused before any input is read.
+    if let Sink::File(out) = &sink {
+        crate::atomic::check_output(out)?;
+    }
     let kind = crate::archive::detect(path)?;
     // The output is checked (and its temporary file made) before any input
     // is read past its first bytes.

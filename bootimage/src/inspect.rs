@@ -19,6 +19,8 @@ pub struct InspectOptions {
 /// Prints what `path` holds to `out` and verifies it unless told not to:
 /// a boot image, an image archive (`NAME.tar.gz`) or a boot archive (whose
 /// `boot_image_csum` is compared with `against`'s checksum when given).
+/// With `opts.json`, `out` always gets exactly one object, with `error`
+/// when anything failed (even opening the file).
 pub fn inspect(
     path: &Path,
     opts: InspectOptions,
@@ -26,12 +28,48 @@ pub fn inspect(
     out: &mut dyn Write,
     progress: &dyn Fn(u64, u64),
 ) -> Result<(), Error> {
-    match crate::archive::detect(path)? {
-        Kind::Image => inspect_image(path, opts, out, progress),
-        Kind::ImageArchive => crate::archive::inspect_image_archive(path, opts, out, progress),
+    let mut out = Tracked {
+        inner: out,
+        wrote: false,
+    };
+    let result = crate::archive::detect(path).and_then(|kind| match kind {
+        Kind::Image => inspect_image(path, opts, &mut out, progress),
+        Kind::ImageArchive => crate::archive::inspect_image_archive(path, opts, &mut out, progress),
         Kind::BootArchive { compression } => {
-            crate::archive::inspect_boot_archive(path, compression, against, opts.json, out)
+            crate::archive::inspect_boot_archive(path, compression, against, opts.json, &mut out)
         }
+    });
+    if let Err(e) = &result {
+        if opts.json && !out.wrote {
+            // Failed before there was anything to describe.
+            let v = serde_json::json!({
+                "file": path.display().to_string(),
+                "verified": (!opts.skip_verify).then_some(false),
+                "error": e.to_string(),
+            });
+            writeln!(out.inner, "{v}").map_err(|e| Error::Io {
+                path: "<stdout>".into(),
+                op: "write",
+                source: e,
+            })?;
+        }
+    }
+    result
+}
+
+/// A writer that remembers whether anything was written through it.
+struct Tracked<'a> {
+    inner: &'a mut dyn Write,
+    wrote: bool,
+}
+
+impl Write for Tracked<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.wrote |= !buf.is_empty();
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
 }
 

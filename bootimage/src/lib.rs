@@ -9,8 +9,10 @@
 //!
 //! Nothing here reads a whole image into memory.
 
+#![forbid(unsafe_code)]
+
 pub mod archive;
-mod atomic;
+pub mod atomic;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod consumers;
@@ -20,6 +22,7 @@ pub mod header;
 mod inspect;
 mod make;
 mod pipe;
+#[cfg(feature = "cli")]
 pub mod progress;
 pub mod report;
 mod size;

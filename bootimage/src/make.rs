@@ -78,13 +78,15 @@ impl ImageSpec {
 }
 
 /// Makes an image at `output` from the raw image at `input`. `progress` is
-/// called with the number of input bytes consumed so far.
+/// called with the number of input bytes consumed so far. An output that
+/// cannot be written is refused before the input is opened.
 pub fn make_image(
     input: &Path,
     output: &Path,
     spec: &ImageSpec,
     progress: &dyn Fn(u64),
 ) -> Result<Header, Error> {
+    crate::atomic::check_output(output)?;
     let file = File::open(input).map_err(Error::io(input, "open"))?;
     let meta = file.metadata().map_err(Error::io(input, "stat"))?;
     if meta.is_file() {

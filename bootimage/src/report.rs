@@ -59,3 +59,21 @@ pub fn header_json(h: &Header, verified: Option<bool>) -> serde_json::Value {
         "netboot_problem": h.netboot_problem(),
     })
 }
+
+/// What `mkimage --json` prints: where the image (and checksum file) went,
+/// then the header's fields as `lookimage --json` names them.
+pub fn made_json(
+    path: &std::path::Path,
+    checksum_file: Option<&std::path::Path>,
+    h: &Header,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "path": path.display().to_string(),
+        "checksum_file": checksum_file.map(|p| p.display().to_string()),
+    });
+    if let (Some(v), serde_json::Value::Object(header)) = (v.as_object_mut(), header_json(h, None))
+    {
+        v.extend(header.into_iter().filter(|(k, _)| k != "verified"));
+    }
+    v
+}

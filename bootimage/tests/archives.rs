@@ -289,7 +289,7 @@ fn a_boot_archive_holds_the_checksum_and_matches_an_image() {
     );
     assert_eq!(
         String::from_utf8_lossy(&o.stderr),
-        "lookimage: bare.cpio: boot_image_csum: missing\n"
+        "lookimage: bare.cpio: cpio archive without boot_image_csum: not a boot archive\n"
     );
     let o = lookimage(&["--json", "boot.cpio.gz"], d);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

@@ -322,12 +322,88 @@ fn mkimage_io_errors_name_the_file() {
         dir.path(),
     );
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).starts_with("mkimage: no/such/dir/out.img: create temporary file:"),
-        "{}",
-        stderr(&o)
+    assert_eq!(
+        stderr(&o),
+        "mkimage: no/such/dir/out.img: cannot write the output here: directory no/such/dir does not exist\n"
     );
     assert_eq!(listing(dir.path()), ["in.raw"]);
+}
+
+/// Outputs that cannot be written are refused before any input is read:
+/// the input named here does not even exist.
+#[test]
+fn mkimage_checks_its_outputs_before_reading_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("sub")).unwrap();
+    fs::write(dir.path().join("file"), b"x").unwrap();
+    for (args, message) in [
+        (
+            &["-i", "missing.raw", "-o", "sub"][..],
+            "sub: cannot write the output here: is a directory; give a file name",
+        ),
+        (
+            &["-i", "missing.raw", "-o", "sub/"][..],
+            "sub/: cannot write the output here: is a directory; give a file name",
+        ),
+        (
+            &["-i", "missing.raw", "-o", "nodir/x.img"],
+            "nodir/x.img: cannot write the output here: directory nodir does not exist",
+        ),
+        (
+            &["-i", "missing.raw", "-o", "file/x.img"],
+            "file/x.img: cannot write the output here: file is not a directory",
+        ),
+        (
+            &["-i", "missing.raw", "-o", "x.img", "-O", "sub"],
+            "sub: cannot write the output here: is a directory; give a file name",
+        ),
+    ] {
+        let o = run("mkimage", args, dir.path());
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert_eq!(stderr(&o), format!("mkimage: {message}\n"), "{args:?}");
+    }
+    // A directory this user may not write to (root may write anywhere, so
+    // the test drops to nobody when run as root).
+    if run_as_nobody_available() {
+        let ro = dir.path().join("ro");
+        fs::create_dir(&ro).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(env!("CARGO_BIN_EXE_mkimage"))
+            .args(["-i", "missing.raw", "-o", "ro/x.img"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert_eq!(
+            stderr(&o),
+            "mkimage: ro/x.img: cannot write the output here: directory ro is not writable by this user\n"
+        );
+    }
+    assert_eq!(
+        listing(dir.path()).len(),
+        if run_as_nobody_available() { 3 } else { 2 }
+    );
+}
+
+/// Whether the test runs as root with `setpriv`, to try a directory that
+/// the user may not write.
+fn run_as_nobody_available() -> bool {
+    is_root()
+        && Command::new("setpriv")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+}
+
+fn is_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
 }
 
 #[test]

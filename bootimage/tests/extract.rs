@@ -173,3 +173,22 @@ fn a_failed_extract_leaves_nothing_and_keeps_an_existing_output() {
         }
     }
 }
+
+/// An output that is a directory, or in a missing directory, is refused
+/// before the input is read (here, an input that does not exist).
+#[test]
+fn extract_checks_its_output_before_reading_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fs::create_dir(d.join("sub")).unwrap();
+    for (out, why) in [("sub", "is a directory"), ("missing/x.raw", "missing")] {
+        let o = run("lookimage", &["--extract", out, "no-such.img"], d);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(out) && err.contains(why), "{out}: {err}");
+        assert!(
+            !err.contains("no-such.img"),
+            "the input was not read: {err}"
+        );
+    }
+}

@@ -220,6 +220,15 @@ pub struct Catalog {
     default: Option<usize>,
 }
 
+/// One image of a [`Catalog`] and who gets it.
+pub struct CatalogEntry {
+    pub name: String,
+    pub image: Option<Arc<ServedImage>>,
+    pub macs: Vec<crate::wire::Mac>,
+    /// Every MAC not assigned elsewhere gets it.
+    pub default: bool,
+}
+
 /// A change the catalog noticed on disk.
 #[derive(Debug)]
 pub enum Reload {
@@ -261,6 +270,27 @@ impl Catalog {
             loading: None,
         });
         self.slots.len() - 1
+    }
+
+    /// What is on offer, in the order added: each image's name, the image
+    /// (none if withdrawn), the MACs assigned to it, and whether unknown
+    /// MACs get it.
+    pub fn entries(&self) -> Vec<CatalogEntry> {
+        self.slots
+            .iter()
+            .enumerate()
+            .map(|(i, slot)| CatalogEntry {
+                name: slot.name.clone(),
+                image: slot.current.clone(),
+                macs: self
+                    .sleds
+                    .iter()
+                    .filter(|&&(_, j)| j == i)
+                    .map(|&(m, _)| m)
+                    .collect(),
+                default: self.default == Some(i),
+            })
+            .collect()
     }
 
     pub fn index_of(&self, name: &str) -> Option<usize> {

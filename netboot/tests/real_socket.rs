@@ -557,12 +557,21 @@ fn bootserver_errors_are_clear() {
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     let img = img.to_str().unwrap();
-    assert_eq!(
-        run(&["no-such-nic0", img, "any"], None),
-        "bootserver: no such link: no-such-nic0\n"
+    // A missing link is named with the links there are.
+    let e = run(&["no-such-nic0", img, "any"], None);
+    assert!(
+        e.starts_with("bootserver: no such link: no-such-nic0 (links here: ")
+            && e.contains("lo")
+            && e.ends_with(")\n"),
+        "{e}"
     );
-    // The image is checked before the link is opened.
+    // The link is checked before any image is read.
     let e = run(&["no-such-nic0", "/nonexistent.img", "any"], None);
+    assert!(
+        e.starts_with("bootserver: no such link: no-such-nic0"),
+        "{e}"
+    );
+    let e = run(&["lo", "/nonexistent.img", "any"], None);
     assert!(
         e.starts_with("bootserver: /nonexistent.img: stat: No such file"),
         "{e}"
@@ -584,6 +593,18 @@ fn bootserver_errors_are_clear() {
     let e = run(&["-t", "1", "eth0", img, "any"], Some(&lab.ns("srv")));
     assert!(
         e.contains("not permitted: raw Ethernet needs CAP_NET_RAW"),
+        "{e}"
+    );
+    // ... naming this very program, and before reading any image.
+    let e = run(
+        &["-t", "1", "eth0", "/nonexistent.img", "any"],
+        Some(&lab.ns("srv")),
+    );
+    assert!(
+        e.ends_with(&format!(
+            "`sudo setcap cap_net_raw+ep {}`\n",
+            env!("CARGO_BIN_EXE_bootserver")
+        )),
         "{e}"
     );
     drop(lab);

@@ -32,7 +32,17 @@ use xshell::{cmd, Shell};
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    after_help = "Examples:
+  cargo xtask image
+      build and verify every config/images/*.toml into target/bootimage/
+  cargo xtask inspect --json target/bootimage/demo.tar.gz
+      print and verify an image archive as one JSON object
+  sudo cargo xtask serve --nic eth1 --image target/bootimage/demo.img
+      serve one image to every sled on eth1"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -162,6 +172,8 @@ fn workspace() -> Result<Workspace> {
 }
 
 fn image(manifests: Vec<PathBuf>) -> Result<()> {
+    // Ctrl-C, SIGTERM, SIGHUP: remove the staging directory, then stop.
+    bootimage::atomic::clean_up_on_signals()?;
     let ws = workspace()?;
     let manifests = if manifests.is_empty() {
         default_manifests(&ws.root.join("config/images"))?
@@ -230,7 +242,7 @@ fn on_path(program: &str) -> bool {
 /// is missing is installed (as root, with apt-get), so that `cargo xtask ci`
 /// works on a fresh machine.
 fn ensure_test_tools(sh: &Shell) -> Result<()> {
-    const TOOLS: [(&str, &str); 8] = [
+    const TOOLS: [(&str, &str); 9] = [
         ("ip", "iproute2"),        // network namespaces for real-socket tests
         ("setpriv", "util-linux"), // dropping privileges in error tests
         ("script", "bsdutils"),    // a pseudo-terminal for progress tests
@@ -239,6 +251,7 @@ fn ensure_test_tools(sh: &Shell) -> Result<()> {
         ("tar", "tar"),            // reading our image archives
         ("gzip", "gzip"),
         ("python3", "python3"), // tarfile and json read our archives
+        ("strace", "strace"),   // the order of fsync and rename
     ];
     let missing: Vec<&str> = TOOLS
         .iter()

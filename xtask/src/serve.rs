@@ -50,6 +50,21 @@ pub(crate) fn check_nic(nic: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks, before anything is built, that `--image` is a boot image (its
+/// header reads; the server verifies the rest) and that `--config` exists.
+fn check_serve_inputs(image: Option<&Path>, config: Option<&Path>) -> Result<()> {
+    if let Some(image) = image {
+        let img = bootimage::Image::open(image).map_err(|e| format!("--image {e}"))?;
+        if let Some(problem) = img.header().netboot_problem() {
+            return Err(format!("--image {}: {problem}", image.display()).into());
+        }
+    }
+    if let Some(config) = config {
+        std::fs::metadata(config).map_err(|e| format!("--config {}: {e}", config.display()))?;
+    }
+    Ok(())
+}
+
 /// What serving needs that this process lacks, and how to get it, on this
 /// system.
 fn raw_access_advice(nic: &str) -> String {
@@ -75,6 +90,7 @@ pub fn serve(
     extra: Vec<String>,
 ) -> Result<()> {
     check_nic(&nic)?;
+    check_serve_inputs(image.as_deref(), config.as_deref())?;
     let ws = crate::workspace()?;
     build_stale_images(&ws)?;
     let sh = Shell::new()?;

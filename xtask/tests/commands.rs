@@ -165,3 +165,117 @@ fn an_illumos_check_that_cannot_run_fails() {
     assert!(e.contains("rustup"), "{e}");
     assert!(e.contains("no-debian-rust"), "{e}");
 }
+
+/// The names in `dir` (hidden ones included) with their contents.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name, fs::read(e.path()).unwrap_or_default())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Ctrl-C (and SIGTERM, SIGHUP) during `cargo xtask image`, while the
+/// staging directory holds a half-made image: the output directory is left
+/// exactly as it was, previous outputs included.
+#[test]
+fn a_signal_during_image_leaves_the_output_directory_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    // 64 MiB that compress slowly.
+    let mut x = 0x9e3779b97f4a7c15u64;
+    let mut bytes = vec![0u8; 64 << 20];
+    for chunk in bytes.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
+    }
+    fs::write(dir.path().join("big.raw"), bytes).unwrap();
+    let manifest = dir.path().join("big.toml");
+    fs::write(
+        &manifest,
+        "name = \"big\"\ntarget-size = \"128MiB\"\ncompress = true\n\
+         checksum-file = \"big.csum\"\n[source]\nfile = \"big.raw\"\n",
+    )
+    .unwrap();
+    // xtask writes to TARGET/bootimage; TARGET comes from CARGO_TARGET_DIR.
+    let target = dir.path().join("target");
+    let out = target.join("bootimage");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("big.img"), b"the previous image").unwrap();
+    fs::write(out.join(".keep"), b"someone else's hidden file").unwrap();
+    let before = snapshot(&out);
+    for sig in ["INT", "TERM", "HUP"] {
+        // As a shell's foreground job: SIGINT not ignored, even when the
+        // tests run in a background job.
+        let mut child = Command::new("env")
+            .arg("--default-signal=INT,TERM,HUP")
+            .arg(env!("CARGO_BIN_EXE_xtask"))
+            .args(["image", manifest.to_str().unwrap()])
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap())
+            .env("CARGO_TARGET_DIR", &target)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            assert!(child.try_wait().unwrap().is_none(), "xtask ended too soon");
+            let staging = fs::read_dir(&out).unwrap().any(|e| {
+                e.unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".staging")
+            });
+            if staging {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "no staging directory");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let st = Command::new("kill")
+            .args(["-s", sig, "--", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert!(status.signal().is_some(), "{sig}: {status:?}");
+        assert!(
+            snapshot(&out) == before,
+            "{sig}: {:?}",
+            snapshot(&out).iter().map(|(n, _)| n).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn help_gives_examples() {
+    let o = xtask(&["--help"]);
+    let help = text(&o.stdout);
+    assert!(help.contains("Examples:\n  cargo xtask image\n"), "{help}");
+}
+
+/// The `cargo xtask` alias must not pass `--quiet`: on a fresh clone the
+/// first run compiles for minutes, and Cargo's progress is all that shows.
+#[test]
+fn the_alias_lets_cargo_show_that_it_is_building() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let config = fs::read_to_string(root.join(".cargo/config.toml")).unwrap();
+    let alias = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("xtask = "))
+        .expect("an xtask alias");
+    assert!(alias.contains("run --package xtask"), "{alias}");
+    assert!(
+        !alias
+            .split_whitespace()
+            .any(|w| w.trim_matches('"') == "--quiet" || w.trim_matches('"') == "-q"),
+        "{alias}"
+    );
+}

@@ -146,3 +146,34 @@ fn serve_explains_a_missing_nic_and_missing_privileges() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(e.contains("needs CAP_NET_RAW"), "{e}");
 }
+
+/// `serve --image PATH` checks PATH before building anything: the error is
+/// xtask's own, not the server's after a build.
+#[test]
+fn serve_checks_the_image_before_building() {
+    let dir = tempfile::tempdir().unwrap();
+    let zeros = dir.path().join("zeros.img");
+    std::fs::write(&zeros, vec![0u8; 8192]).unwrap();
+    for (image, message) in [
+        (
+            Path::new("/nonexistent.img"),
+            "xtask: --image /nonexistent.img: open: No such file or directory (os error 2)\n"
+                .to_owned(),
+        ),
+        (
+            zeros.as_path(),
+            format!(
+                "xtask: --image {}: bad magic 0x00000000 (expected 0x1deb0075)\n",
+                zeros.display()
+            ),
+        ),
+    ] {
+        let out = xtask()
+            .args(["serve", "--nic", "lo", "--image"])
+            .arg(image)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        assert_eq!(String::from_utf8_lossy(&out.stderr), message);
+    }
+}

@@ -9,10 +9,19 @@ use clap::Parser;
 
 /// Make an Oxide phase-2 boot image: a 4096-byte header (sizes, SHA-256,
 /// dataset and image name) followed by the raw image, or by one zlib stream
-/// with -z. The output is written to a temporary file beside IMAGE and
-/// renamed into place only when complete.
+/// with -z. The output is written to an unnamed file in IMAGE's directory,
+/// synced, and renamed into place only when complete: an interrupted run
+/// (Ctrl-C, kill, power loss) leaves the previous IMAGE and no partial file.
 #[derive(Parser)]
-#[command(name = "mkimage", version)]
+#[command(
+    name = "mkimage",
+    version,
+    after_help = "Examples:
+  mkimage -i zfs.raw -o zfs.img -N helios-2.0 -z
+      compressed image named helios-2.0, for a 4 GiB ramdisk
+  mkimage -i zfs.raw -o zfs.img -O boot_image_csum --target-size 2GiB --json
+      plain image and its raw checksum file; prints what was written as JSON"
+)]
 struct Args {
     /// Raw image to wrap (a file system or archive, 4096 bytes to 4 GiB)
     #[arg(short = 'i', long = "input", value_name = "RAW")]
@@ -56,6 +65,11 @@ struct Args {
     /// --pad-to 128KiB
     #[arg(long = "pad-to", value_name = "SIZE", value_parser = parse_size)]
     pad_to: Option<u64>,
+    /// Print what was written as one JSON object (path, checksum_file,
+    /// flags, sizes, sha256, image_name, dataset, ratio, netboot) instead
+    /// of the previous tool's lines
+    #[arg(long)]
+    json: bool,
 }
 
 /// `-s` takes mebibytes.
@@ -68,6 +82,11 @@ fn parse_mib(s: &str) -> Result<u64, String> {
 }
 
 fn run(args: Args) -> Result<(), Error> {
+    // Refuse outputs that cannot be written before reading anything.
+    bootimage::atomic::check_output(&args.output)?;
+    if let Some(path) = &args.checksum_file {
+        bootimage::atomic::check_output(path)?;
+    }
     let target_size = match (args.target_mib, args.target_size) {
         (Some(size), _) => size,
         (None, Some(size)) => size,
@@ -86,7 +105,9 @@ fn run(args: Args) -> Result<(), Error> {
     let bar = progress::bar(total, "mkimage");
     let header = make_image(&args.input, &args.output, &spec, &|n| bar.set_position(n))?;
     bar.finish_and_clear();
-    println!("ok, image written!");
+    if !args.json {
+        println!("ok, image written!");
+    }
     // The image is fine for disk boot; say so on stderr (stdout stays the
     // previous tool's) when a sled could not boot it over the network.
     if let Some(problem) = header.netboot_problem() {
@@ -97,12 +118,23 @@ fn run(args: Args) -> Result<(), Error> {
     }
     if let Some(path) = &args.checksum_file {
         write_checksum_file(path, &header.sha256)?;
-        println!("ok, boot_image_csum file written!");
+        if !args.json {
+            println!("ok, boot_image_csum file written!");
+        }
+    }
+    if args.json {
+        let v = bootimage::report::made_json(&args.output, args.checksum_file.as_deref(), &header);
+        println!("{v}");
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
+    // Ctrl-C, SIGTERM, SIGHUP: remove the temporary names, then stop.
+    if let Err(e) = bootimage::atomic::clean_up_on_signals() {
+        eprintln!("mkimage: {e}");
+        return ExitCode::FAILURE;
+    }
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

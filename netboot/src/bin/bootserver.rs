@@ -23,12 +23,29 @@ use netboot::wire::Mac;
 /// Configuration form: bootserver --config FILE [--link LINK] picks each
 /// sled's image by MAC (see config/bootserver.toml).
 ///
-/// Logs one line per HELLO, OFFER, FINISHED, retransmission burst, RESET
-/// and ignored frame on standard output (--json: one JSON object per line);
-/// on a terminal, a progress line per sled on standard error. Needs
-/// CAP_NET_RAW (root) on Linux, net_rawaccess (root) on illumos.
+/// Opens LINK first (it must exist, and raw Ethernet needs CAP_NET_RAW on
+/// Linux, net_rawaccess on illumos: root has both), then verifies every
+/// image (a sled booting over the network can verify only an image of
+/// whole 128 KiB batches: others are refused), then says what it serves: a
+/// first line "serving on LINK (...)", and a line per image (name, size,
+/// SHA-256, which MACs get it). Then logs one line per HELLO, OFFER,
+/// FINISHED, retransmission burst, RESET and ignored frame on standard
+/// output (--json: one JSON object per line); on a terminal, a progress line
+/// per sled on standard error.
 #[derive(Parser)]
-#[command(name = "bootserver", version)]
+#[command(
+    name = "bootserver",
+    version,
+    override_usage = "bootserver [OPTIONS] <LINK> <IMAGE> <MAC|any>\n       \
+                      bootserver [OPTIONS] --config <FILE> [--link <LINK>]",
+    after_help = "Examples:
+  bootserver eth0 target/bootimage/demo.img any
+      serve demo.img to every sled on eth0
+  bootserver -s -t 60 eth0 helios.img 02:08:20:aa:bb:cc
+      serve one sled, exit 0 when it has booted, 1 if not within 60 s
+  bootserver --config config/bootserver.toml --link eth0 --json
+      images per sled from a configuration; one JSON object per event"
+)]
 struct Args {
     /// Exit 0 once one sled has sent FINISHED
     #[arg(short = 's', long = "single")]
@@ -50,13 +67,13 @@ struct Args {
     #[arg(long, value_name = "METHOD", default_value = "auto")]
     tx: netboot::link::Tx,
     /// Network interface (drop-in form)
-    #[arg(value_name = "LINK")]
+    #[arg(value_name = "LINK", required_unless_present = "config")]
     link: Option<String>,
     /// Boot image to serve (drop-in form)
-    #[arg(value_name = "IMAGE")]
+    #[arg(value_name = "IMAGE", required_unless_present = "config")]
     image: Option<PathBuf>,
     /// The sled's MAC, or "any" for every sled (drop-in form)
-    #[arg(value_name = "MAC|any")]
+    #[arg(value_name = "MAC|any", required_unless_present = "config")]
     mac: Option<String>,
 }
 
@@ -163,40 +180,169 @@ impl Observer for Log {
     }
 }
 
+/// What to serve: the images to verify once the link is open.
+enum Images {
+    Config(PathBuf),
+    File { image: PathBuf, mac: Option<Mac> },
+}
+
+/// The configuration's `link`, read before its images are verified (a
+/// file that does not parse gives `None`; loading it reports why).
+fn configured_link(path: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = toml::from_str(&text).ok()?;
+    table.get("link")?.as_str().map(str::to_owned)
+}
+
+/// The network interfaces this host has, for a "no such link" message.
+fn links_here() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A link error, with the links there are or the command that grants the
+/// capability to this very program.
+fn link_error(e: netboot::link::LinkError) -> String {
+    use netboot::link::LinkError;
+    match e {
+        LinkError::NoSuchLink(name) => {
+            let here = links_here();
+            if here.is_empty() {
+                format!("no such link: {name}")
+            } else {
+                format!("no such link: {name} (links here: {})", here.join(", "))
+            }
+        }
+        LinkError::NotPermitted(name) => {
+            let exe = std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "bootserver".into());
+            format!(
+                "{name}: not permitted: raw Ethernet needs CAP_NET_RAW; run as root, or grant \
+                 it once with `sudo setcap cap_net_raw+ep {exe}`"
+            )
+        }
+        e => e.to_string(),
+    }
+}
+
+/// The lines that say what is served: one per image.
+fn image_lines(catalog: &Catalog) -> Vec<(String, serde_json::Value)> {
+    catalog
+        .entries()
+        .iter()
+        .map(|e| {
+            let mut who: Vec<String> = e.macs.iter().map(|m| m.to_string()).collect();
+            if e.default {
+                who.push(if who.is_empty() { "any" } else { "any other" }.into());
+            }
+            let who_text = if who.is_empty() {
+                "no sled".to_owned()
+            } else {
+                who.join(", ")
+            };
+            let (size, sum) = e.image.as_ref().map_or((0, String::new()), |i| {
+                (i.header.image_size, i.header.sha256_hex())
+            });
+            let path = e.image.as_ref().map(|i| i.path.display().to_string());
+            let text = format!(
+                "    {}: {size} bytes, sha256 {}, for {who_text}",
+                e.name,
+                &sum[..sum.len().min(12)]
+            );
+            let json = serde_json::json!({
+                "name": e.name,
+                "path": path,
+                "size": size,
+                "sha256": sum,
+                "macs": e.macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
+                "any": e.default,
+            });
+            (text, json)
+        })
+        .collect()
+}
+
 fn run(args: Args) -> Result<ExitCode, String> {
-    let (link_name, catalog, limits) = match (&args.config, &args.link, &args.image, &args.mac) {
+    // What to serve, and on which link, from the command line alone.
+    let (link_name, images) = match (&args.config, &args.link, &args.image, &args.mac) {
         (Some(path), positional, None, None) => {
-            let cfg = Config::load(path).map_err(|e| e.to_string())?;
             let link = args
                 .link_flag
                 .clone()
                 .or(positional.clone())
-                .or(cfg.link)
-                .ok_or_else(|| format!("{}: no link: give --link LINK or set `link`", path.display()))?;
-            (link, cfg.catalog, cfg.limits)
+                .or_else(|| configured_link(path));
+            let link = match link {
+                Some(l) => l,
+                None => {
+                    // Say what is wrong with the file, if anything, first.
+                    Config::load(path).map_err(|e| e.to_string())?;
+                    return Err(format!(
+                        "{}: no link: give --link LINK or set `link`",
+                        path.display()
+                    ));
+                }
+            };
+            (link, Images::Config(path.clone()))
         }
         (None, Some(link), Some(image), Some(mac)) => {
-            let mut c = Catalog::new();
-            let name = image
-                .file_name()
-                .map_or_else(|| image.display().to_string(), |n| n.to_string_lossy().into_owned());
-            let i = c.add_file(&name, image).map_err(|e| e.to_string())?;
-            if mac == "any" {
-                c.set_default(Some(i));
+            let mac = if mac == "any" {
+                None
             } else {
-                let mac: Mac = mac.parse().map_err(|e: netboot::wire::MacError| e.to_string())?;
-                c.assign(mac, i);
-            }
-            (args.link_flag.clone().unwrap_or_else(|| link.clone()), c, Limits::default())
-        }
-        _ => {
-            return Err(
-                "usage: bootserver [-s] [-t SECONDS] LINK IMAGE MAC|any, or bootserver --config FILE [--link LINK]"
-                    .into(),
+                Some(
+                    mac.parse()
+                        .map_err(|e: netboot::wire::MacError| e.to_string())?,
+                )
+            };
+            (
+                args.link_flag.clone().unwrap_or_else(|| link.clone()),
+                Images::File {
+                    image: image.clone(),
+                    mac,
+                },
             )
         }
+        _ => {
+            // clap enforces the two forms; this is a usage error all the same.
+            use clap::CommandFactory;
+            Args::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "give LINK IMAGE MAC|any, or --config FILE",
+                )
+                .exit()
+        }
     };
-    let mut link = netboot::link::open_server(&link_name, args.tx).map_err(|e| e.to_string())?;
+    // The link (and the privilege to use it) first: verifying a large image
+    // takes a while, and is wasted on a link that cannot be had.
+    let mut link = netboot::link::open_server(&link_name, args.tx).map_err(link_error)?;
+    let (catalog, limits) = match images {
+        Images::Config(path) => {
+            let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+            (cfg.catalog, cfg.limits)
+        }
+        Images::File { image, mac } => {
+            let mut c = Catalog::new();
+            let name = image.file_name().map_or_else(
+                || image.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            let i = c.add_file(&name, &image).map_err(|e| e.to_string())?;
+            match mac {
+                None => c.set_default(Some(i)),
+                Some(mac) => c.assign(mac, i),
+            }
+            (c, Limits::default())
+        }
+    };
+    let images = image_lines(&catalog);
     let mut server = Server::new(link.mac(), catalog, limits);
     let mut log = Log {
         json: args.json,
@@ -209,18 +355,28 @@ fn run(args: Args) -> Result<ExitCode, String> {
         noisy: HashMap::new(),
         finished_any: false,
     };
-    // The first line says the server is up (lab automation waits for it).
-    let text = if args.json {
-        serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "sends_with": link.sends_with(), "t": 0.0})
-            .to_string()
+    // The first line says the server is up (lab automation waits for it)
+    // and what it serves; then a line per image.
+    let count = match images.len() {
+        1 => "1 image".to_owned(),
+        n => format!("{n} images"),
+    };
+    if args.json {
+        let images: Vec<_> = images.into_iter().map(|(_, j)| j).collect();
+        log.line(
+            &serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "sends_with": link.sends_with(), "images": images, "t": 0.0})
+                .to_string(),
+        );
     } else {
-        format!(
-            "serving on {link_name} ({}, sending with {})",
+        log.line(&format!(
+            "serving on {link_name} ({}, sending with {}), {count}:",
             link.mac(),
             link.sends_with()
-        )
-    };
-    log.line(&text);
+        ));
+        for (text, _) in images {
+            log.line(&text);
+        }
+    }
     let opts = ServeOptions {
         finished: args.single.then_some(1),
         timeout: args.timeout.map(Duration::from_secs),

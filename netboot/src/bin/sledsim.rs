@@ -20,29 +20,38 @@ use netboot::wire::Mac;
 /// illumos; puts LINK in promiscuous mode (on illumos: DLPI_RAW and
 /// DL_PROMISC_PHYS, so that each sled sends with its own MAC).
 #[derive(Parser)]
-#[command(name = "sledsim", version)]
+#[command(
+    name = "sledsim",
+    version,
+    group(clap::ArgGroup::new("expected").required(true).args(["image", "sha256"])),
+    after_help = "Examples:
+  sledsim --link eth1 --image target/bootimage/demo.img
+      one sled boots from whatever server is on eth1's segment
+  sledsim --link eth1 --sha256 HEX --count 8 --loss 0.02 --json
+      eight sleds, 2 % of frames lost each way, one JSON object per sled"
+)]
 struct Args {
     /// Network interface to boot over
     #[arg(long, value_name = "LINK")]
     link: String,
     /// The boot image the sleds expect (its header's SHA-256 is the
     /// checksum "built into their boot archive")
-    #[arg(long, value_name = "IMAGE", required_unless_present = "sha256")]
+    #[arg(long, value_name = "IMAGE")]
     image: Option<PathBuf>,
     /// The expected SHA-256, as 64 hex digits, instead of --image
-    #[arg(long, value_name = "HEX", conflicts_with = "image")]
-    sha256: Option<String>,
+    #[arg(long, value_name = "HEX", value_parser = sha256_hex)]
+    sha256: Option<[u8; 32]>,
     /// How many sleds
     #[arg(long, default_value_t = 1)]
     count: u16,
     /// MAC of the first sled; the others count up from it
     #[arg(long, value_name = "MAC", default_value = "02:5e:00:00:00:01")]
     mac: Mac,
-    /// Probability that a frame is lost, each way
-    #[arg(long, default_value_t = 0.0)]
+    /// Probability that a frame is lost, each way (0 to 1)
+    #[arg(long, default_value_t = 0.0, value_parser = probability)]
     loss: f64,
-    /// Probability that a frame sent is duplicated
-    #[arg(long = "dup", default_value_t = 0.0)]
+    /// Probability that a frame sent is duplicated (0 to 1)
+    #[arg(long = "dup", default_value_t = 0.0, value_parser = probability)]
     duplicate: f64,
     /// Seed for the loss and duplication
     #[arg(long, default_value_t = 1)]
@@ -60,38 +69,59 @@ struct Args {
     /// it was not waiting for, as the deployed client's synchronous console
     /// line "dropped data packet for offset N" does (about 4 at 115200
     /// baud)
-    #[arg(long = "console-ms", value_name = "MS", default_value_t = 0.0)]
+    #[arg(long = "console-ms", value_name = "MS", default_value_t = 0.0,
+          value_parser = console_ms)]
     console_ms: f64,
 }
 
-fn expected(args: &Args) -> Result<[u8; 32], String> {
-    if let Some(path) = &args.image {
-        let img = bootimage::Image::open(path).map_err(|e| e.to_string())?;
-        return Ok(img.header().sha256);
+/// Milliseconds a console line costs, 0 to 10 s (a command-line error
+/// otherwise).
+fn console_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(ms) if (0.0..=10_000.0).contains(&ms) => Ok(ms),
+        _ => Err(format!(
+            "{s:?} is not a number of milliseconds from 0 to 10000"
+        )),
     }
-    let hex = args.sha256.as_deref().unwrap_or_default();
+}
+
+/// A probability below 1 (a command-line error otherwise).
+fn probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability from 0 to 1")),
+    }
+}
+
+/// 64 hex digits (a command-line error otherwise).
+fn sha256_hex(hex: &str) -> Result<[u8; 32], String> {
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{hex:?} is not 64 hex digits"));
+    }
     let mut out = [0u8; 32];
-    if hex.len() != 64 {
-        return Err(format!("--sha256 {hex:?}: expected 64 hex digits"));
-    }
     for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .map_err(|_| format!("--sha256 {hex:?}: not hex"))?;
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
     }
     Ok(out)
 }
 
+fn expected(args: &Args) -> Result<[u8; 32], String> {
+    match (&args.image, args.sha256) {
+        (Some(path), _) => {
+            let img = bootimage::Image::open(path).map_err(|e| e.to_string())?;
+            Ok(img.header().sha256)
+        }
+        (None, Some(sum)) => Ok(sum),
+        // clap requires one of the two.
+        (None, None) => Err("give --image IMAGE or --sha256 HEX".into()),
+    }
+}
+
 fn run(args: Args) -> Result<bool, String> {
+    if let Some(dir) = &args.out {
+        bootimage::atomic::check_output_dir(dir).map_err(|e| format!("--out {e}"))?;
+    }
     let sum = expected(&args)?;
-    if !(0.0..1.0).contains(&args.loss) || !(0.0..1.0).contains(&args.duplicate) {
-        return Err("--loss and --dup are probabilities from 0 to 1".into());
-    }
-    if !(0.0..=10_000.0).contains(&args.console_ms) {
-        return Err(format!(
-            "--console-ms {}: expected 0 to 10000 milliseconds",
-            args.console_ms
-        ));
-    }
     let console = Duration::from_secs_f64(args.console_ms / 1000.0);
     let base = u64::from_be_bytes([
         0,
@@ -114,7 +144,15 @@ fn run(args: Args) -> Result<bool, String> {
             }
         })
         .collect();
-    let mut link = netboot::link::open(&args.link, true).map_err(|e| e.to_string())?;
+    let mut link = netboot::link::open(&args.link, true).map_err(|e| match e {
+        // Name this very program in the command that grants the capability.
+        netboot::link::LinkError::NotPermitted(name) => format!(
+            "{name}: not permitted: raw Ethernet needs CAP_NET_RAW; run as root, or grant it \
+             once with `sudo setcap cap_net_raw+ep {}`",
+            std::env::current_exe().map_or_else(|_| "sledsim".into(), |p| p.display().to_string())
+        ),
+        e => e.to_string(),
+    })?;
     let faults = SledFaults {
         loss_rx: args.loss,
         loss_tx: args.loss,
@@ -219,7 +257,14 @@ fn run(args: Args) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    // Ctrl-C, SIGTERM, SIGHUP while --out images are written: leave no
+    // temporary file.
+    if let Err(e) = bootimage::atomic::clean_up_on_signals() {
+        eprintln!("sledsim: {e}");
+        return ExitCode::FAILURE;
+    }
+    match run(args) {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
