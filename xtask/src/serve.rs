@@ -1,9 +1,7 @@
 //! `cargo xtask serve --nic NIC` (Linux and illumos) and `cargo xtask
 //! demo` (Linux: network namespaces).
 
-#[cfg(target_os = "linux")]
-use std::path::Path;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 #[cfg(target_os = "linux")]
 use std::process::{Child, ExitStatus, Stdio};
