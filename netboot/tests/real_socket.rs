@@ -416,7 +416,7 @@ fn dlpi_server_and_emulator_boot_many_sleds() {
         2,
         4,
         SledFaults::default(),
-        &image((1 << 20) + 5000, 8),
+        &image((1 << 20) + (128 << 10), 8),
         true,
     );
 }
