@@ -4,11 +4,13 @@
 //!
 //! - [`wire`]: frames, parsed and emitted (no I/O).
 //! - [`server`]: the server's logic as a state machine (no I/O).
+//! - [`event`]: what the server reports, as log lines and JSON.
 //! - [`sled`]: the deployed client's behaviour, emulated (no I/O).
 //! - [`image`]: verified images and which sled gets which.
 //! - [`sim`]: a deterministic, virtual-time network for tests.
 
 pub mod config;
+pub mod event;
 pub mod image;
 #[cfg(target_os = "linux")]
 pub mod lab;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::event::Event;
 use crate::image::{Catalog, Choice, ServedImage};
 use crate::wire::{self, EthFrame, Kind, Mac, Repr, DATA_CHUNK, ETHERTYPE};
 use crate::Outbox;
@@ -45,184 +46,6 @@ impl Default for Limits {
             max_rereads_per_sec: 64,
             resend_after: Duration::from_millis(20),
             resend_rounds: 3,
-        }
-    }
-}
-
-/// Something worth logging.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Hello {
-        mac: Mac,
-    },
-    Offer {
-        mac: Mac,
-        image: String,
-        size: u64,
-    },
-    /// A sled with no session (the server restarted mid-boot) asked for
-    /// data: its boot continues from its image.
-    Resumed {
-        mac: Mac,
-        image: String,
-    },
-    Finished {
-        mac: Mac,
-        image: String,
-        elapsed: Duration,
-        bytes: u64,
-    },
-    /// Retransmissions for a sled (lost frames), at most one event a
-    /// second: blocks the sled asked for again, and batches the server
-    /// resent when the sled went quiet.
-    Retransmit {
-        mac: Mac,
-        blocks: u64,
-        resent: u64,
-    },
-    Reset {
-        mac: Mac,
-        reason: String,
-    },
-    /// A HELLO from a sled the configuration refuses: nothing is offered.
-    Refused {
-        mac: Mac,
-    },
-    Ignored {
-        mac: Mac,
-        why: String,
-    },
-    ReadError {
-        mac: Mac,
-        image: String,
-        error: String,
-    },
-    Expired {
-        mac: Mac,
-        image: String,
-    },
-    /// An image file changed on disk and was verified: new boots get it.
-    Reloaded {
-        image: String,
-    },
-    /// An image file changed on disk and failed verification: it is not
-    /// offered until it changes again.
-    ImageFailed {
-        image: String,
-        error: String,
-    },
-}
-
-impl Event {
-    /// A short lower-case name for the event kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::Hello { .. } => "hello",
-            Event::Offer { .. } => "offer",
-            Event::Resumed { .. } => "resumed",
-            Event::Finished { .. } => "finished",
-            Event::Retransmit { .. } => "retransmit",
-            Event::Reset { .. } => "reset",
-            Event::Refused { .. } => "refused",
-            Event::Ignored { .. } => "ignored",
-            Event::ReadError { .. } => "read-error",
-            Event::Expired { .. } => "expired",
-            Event::Reloaded { .. } => "reloaded",
-            Event::ImageFailed { .. } => "image-failed",
-        }
-    }
-
-    /// The event as one JSON object, with `t` (seconds since start).
-    pub fn to_json(&self, t: Duration) -> serde_json::Value {
-        use serde_json::json;
-        let mut v = match self {
-            Event::Hello { mac } | Event::Refused { mac } => json!({ "mac": mac.to_string() }),
-            Event::Offer { mac, image, size } => {
-                json!({ "mac": mac.to_string(), "image": image, "bytes": size })
-            }
-            Event::Resumed { mac, image } | Event::Expired { mac, image } => {
-                json!({ "mac": mac.to_string(), "image": image })
-            }
-            Event::Finished {
-                mac,
-                image,
-                elapsed,
-                bytes,
-            } => json!({
-                "mac": mac.to_string(),
-                "image": image,
-                "bytes": bytes,
-                "seconds": elapsed.as_secs_f64(),
-                "mb_per_s": rate(*bytes, *elapsed),
-            }),
-            Event::Retransmit {
-                mac,
-                blocks,
-                resent,
-            } => {
-                json!({ "mac": mac.to_string(), "blocks": blocks, "resent": resent })
-            }
-            Event::Reset { mac, reason } => json!({ "mac": mac.to_string(), "reason": reason }),
-            Event::Ignored { mac, why } => json!({ "mac": mac.to_string(), "why": why }),
-            Event::ReadError { mac, image, error } => {
-                json!({ "mac": mac.to_string(), "image": image, "error": error })
-            }
-            Event::Reloaded { image } => json!({ "image": image }),
-            Event::ImageFailed { image, error } => json!({ "image": image, "error": error }),
-        };
-        v["event"] = self.kind().into();
-        v["t"] = t.as_secs_f64().into();
-        v
-    }
-}
-
-/// MB/s (10^6 bytes per second).
-fn rate(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
-}
-
-/// One log line per event.
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::Hello { mac } => write!(f, "HELLO from {mac}"),
-            Event::Offer { mac, image, size } => write!(f, "OFFER {image} ({size} bytes) to {mac}"),
-            Event::Resumed { mac, image } => {
-                write!(
-                    f,
-                    "RESUMED {mac}: serving {image} to a boot already under way"
-                )
-            }
-            Event::Finished {
-                mac,
-                image,
-                elapsed,
-                bytes,
-            } => write!(
-                f,
-                "FINISHED {mac}: {image}, {bytes} bytes in {:.2} s ({:.1} MB/s)",
-                elapsed.as_secs_f64(),
-                rate(*bytes, *elapsed)
-            ),
-            Event::Retransmit {
-                mac,
-                blocks,
-                resent,
-            } => write!(
-                f,
-                "RETRANSMIT {mac}: {blocks} blocks asked for again, {resent} batches resent"
-            ),
-            Event::Reset { mac, reason } => write!(f, "RESET {mac}: {reason}"),
-            Event::Refused { mac } => write!(f, "REFUSED {mac}: not in the configuration"),
-            Event::Ignored { mac, why } => write!(f, "IGNORED frame from {mac}: {why}"),
-            Event::ReadError { mac, image, error } => {
-                write!(f, "READ ERROR {mac}: {image}: {error}")
-            }
-            Event::Expired { mac, image } => write!(f, "EXPIRED {mac}: {image} (idle)"),
-            Event::Reloaded { image } => write!(f, "RELOADED {image}: changed on disk, verified"),
-            Event::ImageFailed { image, error } => {
-                write!(f, "IMAGE FAILED {image}: {error} (not offered)")
-            }
         }
     }
 }
@@ -602,12 +425,12 @@ impl Server {
         match self.sessions.remove(&mac) {
             Some(s) => {
                 self.finished += 1;
-                self.events.push(Event::Finished {
+                self.events.push(Event::finished(
                     mac,
-                    image: s.image.name.clone(),
-                    elapsed: now.saturating_sub(s.started),
-                    bytes: s.image.size(),
-                });
+                    s.image.name.clone(),
+                    s.image.size(),
+                    now.saturating_sub(s.started),
+                ));
             }
             None => self.events.push(Event::Ignored {
                 mac,

@@ -96,6 +96,13 @@ impl fmt::Display for Mac {
     }
 }
 
+/// As JSON: the usual text form, `02:00:00:00:00:01`.
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl fmt::Debug for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)

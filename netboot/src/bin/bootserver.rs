@@ -87,6 +87,18 @@ impl Log {
     }
 }
 
+impl Log {
+    /// One event, as a log line or a JSON object.
+    fn show(&mut self, e: &Event, now: Duration) {
+        let text = if self.json {
+            serde_json::to_string(&e.at(now)).unwrap_or_default()
+        } else {
+            format!("[{:>9.3}s] {e}", now.as_secs_f64())
+        };
+        self.line(&text);
+    }
+}
+
 impl Observer for Log {
     fn event(&mut self, e: &Event, _server: &Server, now: Duration) {
         if let Event::Finished { .. } = e {
@@ -105,11 +117,11 @@ impl Observer for Log {
             if *at != second {
                 if *count > NOISY {
                     let left = *count - NOISY;
-                    self.line(&if self.json {
-                        serde_json::json!({"event": "suppressed", "kind": kind, "count": left, "t": now.as_secs_f64()}).to_string()
-                    } else {
-                        format!("[{:>9.3}s] ({left} more {kind} events in the last second not shown)", now.as_secs_f64())
-                    });
+                    let e = Event::Suppressed {
+                        kind: kind.into(),
+                        count: left,
+                    };
+                    self.show(&e, now);
                 }
                 self.noisy.insert(kind, (second, 1));
             } else {
@@ -131,12 +143,7 @@ impl Observer for Log {
                 _ => {}
             }
         }
-        let text = if self.json {
-            e.to_json(now).to_string()
-        } else {
-            format!("[{:>9.3}s] {e}", now.as_secs_f64())
-        };
-        self.line(&text);
+        self.show(e, now);
     }
 
     fn tick(&mut self, server: &Server, now: Duration) {
@@ -210,15 +217,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
         finished_any: false,
     };
     // The first line says the server is up (lab automation waits for it).
+    let up = Event::Serving {
+        link: link_name.clone(),
+        mac: link.mac(),
+        sends_with: link.sends_with().to_string(),
+    };
     let text = if args.json {
-        serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "sends_with": link.sends_with(), "t": 0.0})
-            .to_string()
+        serde_json::to_string(&up.at(Duration::ZERO)).unwrap_or_default()
     } else {
-        format!(
-            "serving on {link_name} ({}, sending with {})",
-            link.mac(),
-            link.sends_with()
-        )
+        up.to_string()
     };
     log.line(&text);
     let opts = ServeOptions {
