@@ -15,6 +15,7 @@ pub mod image;
 #[cfg(target_os = "linux")]
 pub mod lab;
 pub mod link;
+pub mod pace;
 pub mod run;
 pub mod server;
 pub mod sim;

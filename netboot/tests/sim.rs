@@ -174,7 +174,8 @@ fn five_percent_loss_with_only_the_clients_re_requests() {
 fn duplication() {
     let img = image((1 << 20) + (128 << 10), 4);
     let faults = Faults {
-        duplicate: 0.2,
+        duplicate_to_server: 0.2,
+        duplicate_to_sled: 0.2,
         ..Faults::default()
     };
     let sim = one_sled(&img, faults, 5);
@@ -211,7 +212,8 @@ fn loss_duplication_and_reordering_with_eight_sleds() {
     let faults = Faults {
         loss_to_server: 0.03,
         loss_to_sled: 0.03,
-        duplicate: 0.05,
+        duplicate_to_server: 0.05,
+        duplicate_to_sled: 0.05,
         reorder: 0.1,
         reorder_by: Duration::from_millis(3),
     };
