@@ -4,6 +4,7 @@
 //!
 //! - [`wire`]: frames, parsed and emitted (no I/O).
 //! - [`server`]: the server's logic as a state machine (no I/O).
+//! - [`session`]: one sled's boot: resends and pacing (no I/O).
 //! - [`event`]: what the server reports, as log lines and JSON.
 //! - [`sled`]: the deployed client's behaviour, emulated (no I/O).
 //! - [`image`]: verified images and which sled gets which.
@@ -18,6 +19,7 @@ pub mod link;
 pub mod pace;
 pub mod run;
 pub mod server;
+pub mod session;
 pub mod sim;
 pub mod sled;
 pub mod wire;

@@ -91,6 +91,7 @@ impl FromStr for Rate {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| err("no number"))?;
         let scale = match unit.trim() {
             "tbit" | "t" => 1e12,
             "gbit" | "g" => 1e9,
@@ -99,7 +100,6 @@ impl FromStr for Rate {
             "bit" | "" => 1.0,
             _ => return Err(err("unknown unit (tbit, gbit, mbit, kbit, bit)")),
         };
-        let n: f64 = num.parse().map_err(|_| err("no number"))?;
         let bits = n * scale;
         if !(bits.is_finite() && bits >= Rate::MIN.0 as f64 && bits <= Rate::MAX.0 as f64) {
             return Err(err("out of range 1mbit..1tbit"));

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use netboot::config::Config;
+use netboot::config::{parse_rate_setting, Config};
 use netboot::image::Catalog;
+use netboot::pace::Rate;
 use netboot::run::{serve, Observer, ServeEnd, ServeOptions};
 use netboot::server::{Event, Limits, Server};
 use netboot::wire::Mac;
@@ -49,6 +50,15 @@ struct Args {
     /// AF_PACKET), xdp, or native (AF_PACKET on Linux, DLPI on illumos)
     #[arg(long, value_name = "METHOD", default_value = "auto")]
     tx: netboot::link::Tx,
+    /// The server link's rate: never send faster, all sleds together
+    /// (1gbit, 10gbit, 100mbit; off: no limit) [default: the configuration's
+    /// `rate`, else the interface's speed where it reports one]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate: Option<RateSetting>,
+    /// One sled's rate: never send one sled faster (its port's speed; off:
+    /// no limit) [default: the configuration's `sled-rate`, else 1gbit]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    sled_rate: Option<RateSetting>,
     /// Network interface (drop-in form)
     #[arg(value_name = "LINK")]
     link: Option<String>,
@@ -58,6 +68,24 @@ struct Args {
     /// The sled's MAC, or "any" for every sled (drop-in form)
     #[arg(value_name = "MAC|any")]
     mac: Option<String>,
+}
+
+/// A rate flag: a rate, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct RateSetting(Option<Rate>);
+
+fn parse_rate(text: &str) -> Result<RateSetting, String> {
+    parse_rate_setting(text)
+        .map(RateSetting)
+        .map_err(|e| e.to_string())
+}
+
+/// The link's speed as the system reports it (Linux:
+/// /sys/class/net/LINK/speed, in Mb/s), if it does.
+fn link_speed(link: &str) -> Option<Rate> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{link}/speed")).ok()?;
+    let mbit: u64 = text.trim().parse().ok()?;
+    Rate::from_bits(mbit.checked_mul(1_000_000)?)
 }
 
 /// Lines a second for each noisy kind of event.
@@ -171,7 +199,7 @@ impl Observer for Log {
 }
 
 fn run(args: Args) -> Result<ExitCode, String> {
-    let (link_name, catalog, limits) = match (&args.config, &args.link, &args.image, &args.mac) {
+    let (link_name, catalog, mut limits, rate_given) = match (&args.config, &args.link, &args.image, &args.mac) {
         (Some(path), positional, None, None) => {
             let cfg = Config::load(path).map_err(|e| e.to_string())?;
             let link = args
@@ -180,7 +208,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 .or(positional.clone())
                 .or(cfg.link)
                 .ok_or_else(|| format!("{}: no link: give --link LINK or set `link`", path.display()))?;
-            (link, cfg.catalog, cfg.limits)
+            (link, cfg.catalog, cfg.limits, cfg.rate_given)
         }
         (None, Some(link), Some(image), Some(mac)) => {
             let mut c = Catalog::new();
@@ -194,7 +222,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 let mac: Mac = mac.parse().map_err(|e: netboot::wire::MacError| e.to_string())?;
                 c.assign(mac, i);
             }
-            (args.link_flag.clone().unwrap_or_else(|| link.clone()), c, Limits::default())
+            (args.link_flag.clone().unwrap_or_else(|| link.clone()), c, Limits::default(), false)
         }
         _ => {
             return Err(
@@ -203,6 +231,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
             )
         }
     };
+    if let Some(RateSetting(r)) = args.sled_rate {
+        limits.sled_rate = r;
+    }
+    limits.rate = match args.rate {
+        Some(RateSetting(r)) => r,
+        None if rate_given => limits.rate,
+        None => link_speed(&link_name),
+    };
+    limits.check().map_err(|e| e.to_string())?;
     let mut link = netboot::link::open_server(&link_name, args.tx).map_err(|e| e.to_string())?;
     let mut server = Server::new(link.mac(), catalog, limits);
     let mut log = Log {

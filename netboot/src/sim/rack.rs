@@ -75,15 +75,24 @@ pub fn test_image(size: u64, seed: u64) -> Vec<u8> {
 }
 
 impl Rack {
-    /// Defaults: no loss, no console cost, the server's default limits.
+    /// Defaults: no loss, no console cost, the server's default limits
+    /// with its link's rate (as `bootserver` takes it from the interface).
     pub fn new(topology: Topology, sleds: usize, size: u64) -> Rack {
+        let rate = match &topology {
+            Topology::Ideal => None,
+            Topology::Segment { rate } => Some(*rate),
+            Topology::Switch { server, .. } => Some(*server),
+        };
         Rack {
             topology,
             sleds,
             size,
             loss: 0.0,
             console: Duration::ZERO,
-            limits: Limits::default(),
+            limits: Limits {
+                rate,
+                ..Limits::default()
+            },
             seed: 1,
         }
     }
