@@ -183,7 +183,6 @@ mod lab {
             bin,
             &[],
             &[
-                "--json".as_ref(),
                 "--rate".as_ref(),
                 "1gbit".as_ref(),
                 "eth0".as_ref(),
@@ -194,7 +193,7 @@ mod lab {
         let events = std::thread::spawn(move || {
             lines
                 .map_while(|l| l.ok())
-                .filter(|l| l.contains("\"event\":\"retransmit\""))
+                .filter(|l| l.contains("] RETRANSMIT "))
                 .count() as u64
         });
         let t0 = Instant::now();

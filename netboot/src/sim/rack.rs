@@ -97,7 +97,7 @@ impl Rack {
         }
     }
 
-    /// Boots the rack; `None` if the image is not servable (its size).
+    /// Boots the rack; an error if the image is not servable (its size).
     pub fn run(&self) -> Result<RackReport, String> {
         let bytes = test_image(self.size, self.seed);
         let sha: [u8; 32] = Sha256::digest(&bytes).into();
