@@ -162,6 +162,17 @@ impl Bucket {
         let wait = (-self.tokens + 1.0) / self.rate.bytes_per_sec();
         now + Duration::from_secs_f64(wait)
     }
+
+    /// When the bucket will hold `bytes` (at most its burst): a loop that
+    /// waits for this sends several frames per wake-up, not one.
+    pub fn full_for(&mut self, now: Duration, bytes: u64) -> Duration {
+        self.refill(now);
+        let want = (bytes as f64).min(self.burst);
+        if self.tokens >= want {
+            return now;
+        }
+        now + Duration::from_secs_f64((want - self.tokens) / self.rate.bytes_per_sec())
+    }
 }
 
 #[cfg(test)]

@@ -347,19 +347,21 @@ impl Server {
                 at = at.min(t);
             }
         }
-        // Frames waiting: when the first may leave.
+        // Frames waiting: when several may leave.
         let mut send = None::<Duration>;
         for mac in &self.pacer.active {
             if let Some(s) = self.sessions.get_mut(mac) {
                 if s.has_queued() {
-                    let t = s.ready_at(now);
+                    let t = s.wake_at(now);
                     send = Some(send.map_or(t, |x| x.min(t)));
                 }
             }
         }
         if let Some(mut t) = send {
             if let Some(link) = &mut self.pacer.link {
-                t = t.max(link.ready_at(now));
+                let frames =
+                    crate::session::WAKE_FRAMES * wire::wire_len(wire::DATA_FRAME_LEN) as u64;
+                t = t.max(link.full_for(now, frames));
             }
             at = at.min(t);
         }

@@ -30,6 +30,10 @@ use crate::Outbox;
 /// (it re-requests after 1 s).
 pub const REREQUEST_AFTER: Duration = Duration::from_millis(900);
 
+/// Frames a paced sled or link gathers before the server wakes up to send
+/// them: fewer wake-ups (system calls) for the same rate.
+pub const WAKE_FRAMES: u64 = 8;
+
 /// Bytes in one client batch (128 frames of 1024).
 pub const BATCH_BYTES: u64 = (READ_SLOTS * DATA_CHUNK) as u64;
 
@@ -605,6 +609,20 @@ impl Session {
         };
         match self.queue.front() {
             Some(r) if r.resend => paced.max(self.next_resend),
+            _ => paced,
+        }
+    }
+
+    /// When to wake up for this sled's next frames: when its pace allows
+    /// [`WAKE_FRAMES`] of them (or the next resent one may leave).
+    pub fn wake_at(&mut self, now: Duration) -> Duration {
+        let frames = WAKE_FRAMES * wire::wire_len(wire::DATA_FRAME_LEN) as u64;
+        let paced = match &mut self.pace {
+            Some(p) => p.full_for(now, frames),
+            None => now,
+        };
+        match self.queue.front() {
+            Some(r) if r.resend => self.ready_at(now).max(self.next_resend),
             _ => paced,
         }
     }
