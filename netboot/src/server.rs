@@ -10,7 +10,7 @@
 //! round robin, one sled's frame at a time, no faster than the link's rate
 //! ([`Limits::rate`]) nor any sled's ([`Limits::sled_rate`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 pub use crate::event::Event;
@@ -41,7 +41,9 @@ impl Pacer {
 pub struct Server {
     mac: Mac,
     catalog: Catalog,
-    sessions: HashMap<Mac, Session>,
+    /// By MAC, in order: timers and eviction run in the same order every
+    /// time, so simulations are deterministic.
+    sessions: BTreeMap<Mac, Session>,
     limits: Limits,
     events: Vec<Event>,
     pacer: Pacer,
@@ -55,7 +57,7 @@ impl Server {
         Server {
             mac,
             catalog,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
             pacer: Pacer {
                 link: limits
                     .rate

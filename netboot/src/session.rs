@@ -166,10 +166,14 @@ impl Limits {
         (rate.bytes_in(Duration::from_micros(500)) as u64).max(16 * frame)
     }
 
-    /// The link's burst: a millisecond at its rate, at least 32 frames.
+    /// The link's burst: a quarter millisecond at its rate, at least one
+    /// batch (128 KiB: a millisecond at 1 Gbit/s, for a server loop whose
+    /// timer is late now and then). A longer one lets the server's own
+    /// queue fill, and as it drains it bunches one sled's paced frames
+    /// into its port (the simulator's 10 GbE server dropped frames at
+    /// 1 GbE ports with a full millisecond).
     pub(crate) fn link_burst(rate: Rate) -> u64 {
-        let frame = wire::wire_len(wire::DATA_FRAME_LEN) as u64;
-        (rate.bytes_in(Duration::from_millis(1)) as u64).max(32 * frame)
+        (rate.bytes_in(Duration::from_micros(250)) as u64).max(BATCH_BYTES)
     }
 }
 

@@ -683,3 +683,26 @@ fn every_sled_boots_through_loss_and_a_slow_console() {
     // sled's own 1 s re-request would take some 15 s.
     assert!(r.wall < Duration::from_secs(4), "{r:?}");
 }
+
+#[test]
+fn a_simulated_rack_comes_out_the_same_every_time() {
+    let run = || {
+        let mut r = rack(
+            Topology::Switch {
+                server: Rate::gbit(10),
+                sled: GBIT,
+                buffer: 96 << 10,
+            },
+            8,
+            2 << 20,
+        );
+        r.loss = 0.01;
+        r.console = Duration::from_micros(200);
+        r.run().unwrap()
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(
+        (a.wall, a.data_sent, a.console_lines_max, a.retransmit_events),
+        (b.wall, b.data_sent, b.console_lines_max, b.retransmit_events)
+    );
+}
