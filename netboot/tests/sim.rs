@@ -702,7 +702,17 @@ fn a_simulated_rack_comes_out_the_same_every_time() {
     };
     let (a, b) = (run(), run());
     assert_eq!(
-        (a.wall, a.data_sent, a.console_lines_max, a.retransmit_events),
-        (b.wall, b.data_sent, b.console_lines_max, b.retransmit_events)
+        (
+            a.wall,
+            a.data_sent,
+            a.console_lines_max,
+            a.retransmit_events
+        ),
+        (
+            b.wall,
+            b.data_sent,
+            b.console_lines_max,
+            b.retransmit_events
+        )
     );
 }
