@@ -8,8 +8,11 @@
 //! idle-timeout-secs = 60        # optional
 //! max-reads-per-sec = 5000      # optional, per sled: new batches
 //! max-rereads-per-sec = 64      # optional, per sled: re-requests
-//! resend-after-ms = 20          # optional; 0 turns resending off
+//! resend-after-ms = 5           # optional: least resend timeout; 0 turns resending off
+//! resend-max-ms = 250           # optional: most resend timeout
 //! resend-rounds = 3             # optional
+//! rate = "1gbit"                # optional: the server link's rate (default: the interface's speed)
+//! sled-rate = "1gbit"           # optional: each sled's rate, or "off"
 //!
 //! [[image]]
 //! name = "demo"
@@ -26,6 +29,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::image::{Catalog, ImageError};
+use crate::pace::Rate;
 use crate::server::Limits;
 use crate::wire::Mac;
 
@@ -39,7 +43,10 @@ struct Raw {
     max_reads_per_sec: Option<u32>,
     max_rereads_per_sec: Option<u32>,
     resend_after_ms: Option<u64>,
+    resend_max_ms: Option<u64>,
     resend_rounds: Option<u32>,
+    rate: Option<String>,
+    sled_rate: Option<String>,
     #[serde(default)]
     image: Vec<RawImage>,
     #[serde(default)]
@@ -88,7 +95,18 @@ pub enum ConfigError {
 pub struct Config {
     pub link: Option<String>,
     pub catalog: Catalog,
+    /// `rate`, when the file sets it, is in `limits.rate`; when it does not,
+    /// `rate_given` is false and the server may take the interface's speed.
     pub limits: Limits,
+    pub rate_given: bool,
+}
+
+/// A rate setting: a rate (`1gbit`, `100mbit`) or `off` (no pacing).
+pub fn parse_rate_setting(text: &str) -> Result<Option<Rate>, crate::pace::RateError> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    text.parse().map(Some)
 }
 
 impl Config {
@@ -165,23 +183,40 @@ impl Config {
             catalog.set_default(Some(index));
         }
         let defaults = Limits::default();
+        let rate = |key: &str, text: &Option<String>, default: Option<Rate>| match text {
+            None => Ok(default),
+            Some(t) => parse_rate_setting(t).map_err(|e| field(key.into(), e.to_string())),
+        };
+        let limits = Limits {
+            max_sessions: raw.max_sessions.unwrap_or(defaults.max_sessions),
+            idle_timeout: raw
+                .idle_timeout_secs
+                .map_or(defaults.idle_timeout, Duration::from_secs),
+            max_reads_per_sec: raw.max_reads_per_sec.unwrap_or(defaults.max_reads_per_sec),
+            max_rereads_per_sec: raw
+                .max_rereads_per_sec
+                .unwrap_or(defaults.max_rereads_per_sec),
+            resend_after: raw
+                .resend_after_ms
+                .map_or(defaults.resend_after, Duration::from_millis),
+            resend_max: raw
+                .resend_max_ms
+                .map_or(defaults.resend_max, Duration::from_millis),
+            resend_rounds: raw.resend_rounds.unwrap_or(defaults.resend_rounds),
+            rate: rate("rate", &raw.rate, defaults.rate)?,
+            sled_rate: rate("sled-rate", &raw.sled_rate, defaults.sled_rate)?,
+        };
+        limits.check().map_err(|e| {
+            field(
+                e.key.into(),
+                format!("{} is out of range: {}", e.value, e.range),
+            )
+        })?;
         Ok(Config {
             link: raw.link,
             catalog,
-            limits: Limits {
-                max_sessions: raw.max_sessions.unwrap_or(defaults.max_sessions),
-                idle_timeout: raw
-                    .idle_timeout_secs
-                    .map_or(defaults.idle_timeout, Duration::from_secs),
-                max_reads_per_sec: raw.max_reads_per_sec.unwrap_or(defaults.max_reads_per_sec),
-                max_rereads_per_sec: raw
-                    .max_rereads_per_sec
-                    .unwrap_or(defaults.max_rereads_per_sec),
-                resend_after: raw
-                    .resend_after_ms
-                    .map_or(defaults.resend_after, Duration::from_millis),
-                resend_rounds: raw.resend_rounds.unwrap_or(defaults.resend_rounds),
-            },
+            limits,
+            rate_given: raw.rate.is_some(),
         })
     }
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`wire`]: frames, parsed and emitted (no I/O).
 //! - [`server`]: the server's logic as a state machine (no I/O).
+//! - [`session`]: one sled's boot: resends and pacing (no I/O).
+//! - [`event`]: what the server reports, as log lines and JSON.
 //! - [`sled`]: the deployed client's behaviour, emulated (no I/O).
 //! - [`image`]: verified images and which sled gets which.
 //! - [`sim`]: a deterministic, virtual-time network for tests.
@@ -18,12 +20,15 @@ compile_error!(
 );
 
 pub mod config;
+pub mod event;
 pub mod image;
 #[cfg(target_os = "linux")]
 pub mod lab;
 pub mod link;
+pub mod pace;
 pub mod run;
 pub mod server;
+pub mod session;
 pub mod sim;
 pub mod sled;
 pub mod wire;

@@ -66,10 +66,11 @@ pub fn serve(
         if opts.timeout.is_some_and(|t| now >= t) {
             return Ok(ServeEnd::TimedOut);
         }
+        // The server's pacing asks for waits of tens of microseconds.
         let wait = server
             .next_deadline(now)
             .saturating_sub(now)
-            .clamp(Duration::from_millis(1), Duration::from_millis(50));
+            .clamp(Duration::from_micros(20), Duration::from_millis(50));
         link.recv(&mut batch, wait)?;
         let now = start.elapsed();
         for frame in batch.frames() {
@@ -96,9 +97,32 @@ pub fn serve(
             next_tick = now + Duration::from_millis(200);
         }
         if opts.finished.is_some_and(|n| server.finished_count() >= n) {
+            drain(link, server, start, &mut out)?;
             return Ok(ServeEnd::Finished);
         }
     }
+}
+
+/// Sends the frames still waiting for their pace (other sleds' batches in
+/// flight), for up to a second, before the server loop returns.
+fn drain(
+    link: &mut dyn Link,
+    server: &mut Server,
+    start: Instant,
+    out: &mut Outbox,
+) -> io::Result<()> {
+    let until = start.elapsed() + Duration::from_secs(1);
+    while server.has_queued() && start.elapsed() < until {
+        let now = start.elapsed();
+        let wait = server.next_deadline(now).saturating_sub(now);
+        std::thread::sleep(wait.min(Duration::from_millis(1)));
+        server.poll(start.elapsed(), out);
+        if !out.is_empty() {
+            link.send(out)?;
+            out.clear();
+        }
+    }
+    Ok(())
 }
 
 /// Faults the emulator injects on its own link, seeded.

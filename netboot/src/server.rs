@@ -2,355 +2,38 @@
 //! it puts the frames to send in an [`Outbox`] and reports [`Event`]s. It
 //! opens no sockets and reads no clock; link backends and simulations
 //! drive it.
+//!
+//! The [`Server`] is the endpoint: it parses frames, admits sleds (OFFER,
+//! the session table and its limit, resuming a boot after a restart, RESET
+//! when a sled cannot be served), routes each READ to the sled's
+//! [`Session`], and shares the link between sessions: frames leave in
+//! round robin, one sled's frame at a time, no faster than the link's rate
+//! ([`Limits::rate`]) nor any sled's ([`Limits::sled_rate`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use crate::image::{Catalog, Choice, ServedImage};
-use crate::wire::{self, EthFrame, Kind, Mac, Repr, DATA_CHUNK, ETHERTYPE};
+pub use crate::event::Event;
+use crate::image::{Catalog, Choice};
+use crate::pace;
+use crate::session::SendCtx;
+pub use crate::session::{LimitError, Limits, Session};
+use crate::wire::{self, EthFrame, Kind, Mac, Repr, ETHERTYPE};
 use crate::Outbox;
 
-/// Limits that keep a misbehaving segment from exhausting the server, and
-/// the server's loss recovery.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// A session not heard from for this long is dropped.
-    pub idle_timeout: Duration,
-    /// At most this many sessions at once. When full, a new sled takes the
-    /// place of the longest-silent one that never sent a READ; if every
-    /// session is booting, it is ignored until one ends.
-    pub max_sessions: usize,
-    /// New-batch READs a second one sled may send; more are dropped. Each
-    /// is 128 KiB of image: 5,000 a second is 655 MB/s, more than a sled
-    /// can take.
-    pub max_reads_per_sec: u32,
-    /// Re-request READs a second one sled may send (a client re-requests a
-    /// slot at most once a second); more are dropped.
-    pub max_rereads_per_sec: u32,
-    /// After a batch, if the sled sends no READ for this long, send the
-    /// batch again (and the next one): a lost frame then costs the sled
-    /// this, not the client's 1 s timer. Zero turns it off.
-    pub resend_after: Duration,
-    /// How many times to resend one batch (each wait twice the last).
-    pub resend_rounds: u32,
+/// Which sessions have frames to send, in turn, and the link's pace.
+struct Pacer {
+    link: Option<pace::Bucket>,
+    /// Sessions with queued frames, in round-robin order (each once).
+    active: VecDeque<Mac>,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits {
-            idle_timeout: Duration::from_secs(60),
-            max_sessions: 1024,
-            max_reads_per_sec: 5_000,
-            max_rereads_per_sec: 64,
-            resend_after: Duration::from_millis(20),
-            resend_rounds: 3,
+impl Pacer {
+    /// `mac` has frames to send.
+    fn wake(&mut self, mac: Mac) {
+        if !self.active.contains(&mac) {
+            self.active.push_back(mac);
         }
-    }
-}
-
-/// Something worth logging.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Event {
-    Hello {
-        mac: Mac,
-    },
-    Offer {
-        mac: Mac,
-        image: String,
-        size: u64,
-    },
-    /// A sled with no session (the server restarted mid-boot) asked for
-    /// data: its boot continues from its image.
-    Resumed {
-        mac: Mac,
-        image: String,
-    },
-    Finished {
-        mac: Mac,
-        image: String,
-        elapsed: Duration,
-        bytes: u64,
-    },
-    /// Retransmissions for a sled (lost frames), at most one event a
-    /// second: blocks the sled asked for again, and batches the server
-    /// resent when the sled went quiet.
-    Retransmit {
-        mac: Mac,
-        blocks: u64,
-        resent: u64,
-    },
-    Reset {
-        mac: Mac,
-        reason: String,
-    },
-    /// A HELLO from a sled the configuration refuses: nothing is offered.
-    Refused {
-        mac: Mac,
-    },
-    Ignored {
-        mac: Mac,
-        why: String,
-    },
-    ReadError {
-        mac: Mac,
-        image: String,
-        error: String,
-    },
-    Expired {
-        mac: Mac,
-        image: String,
-    },
-    /// An image file changed on disk and was verified: new boots get it.
-    Reloaded {
-        image: String,
-    },
-    /// An image file changed on disk and failed verification: it is not
-    /// offered until it changes again.
-    ImageFailed {
-        image: String,
-        error: String,
-    },
-}
-
-impl Event {
-    /// A short lower-case name for the event kind.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Event::Hello { .. } => "hello",
-            Event::Offer { .. } => "offer",
-            Event::Resumed { .. } => "resumed",
-            Event::Finished { .. } => "finished",
-            Event::Retransmit { .. } => "retransmit",
-            Event::Reset { .. } => "reset",
-            Event::Refused { .. } => "refused",
-            Event::Ignored { .. } => "ignored",
-            Event::ReadError { .. } => "read-error",
-            Event::Expired { .. } => "expired",
-            Event::Reloaded { .. } => "reloaded",
-            Event::ImageFailed { .. } => "image-failed",
-        }
-    }
-
-    /// The event as one JSON object, with `t` (seconds since start).
-    pub fn to_json(&self, t: Duration) -> serde_json::Value {
-        use serde_json::json;
-        let mut v = match self {
-            Event::Hello { mac } | Event::Refused { mac } => json!({ "mac": mac.to_string() }),
-            Event::Offer { mac, image, size } => {
-                json!({ "mac": mac.to_string(), "image": image, "bytes": size })
-            }
-            Event::Resumed { mac, image } | Event::Expired { mac, image } => {
-                json!({ "mac": mac.to_string(), "image": image })
-            }
-            Event::Finished {
-                mac,
-                image,
-                elapsed,
-                bytes,
-            } => json!({
-                "mac": mac.to_string(),
-                "image": image,
-                "bytes": bytes,
-                "seconds": elapsed.as_secs_f64(),
-                "mb_per_s": rate(*bytes, *elapsed),
-            }),
-            Event::Retransmit {
-                mac,
-                blocks,
-                resent,
-            } => {
-                json!({ "mac": mac.to_string(), "blocks": blocks, "resent": resent })
-            }
-            Event::Reset { mac, reason } => json!({ "mac": mac.to_string(), "reason": reason }),
-            Event::Ignored { mac, why } => json!({ "mac": mac.to_string(), "why": why }),
-            Event::ReadError { mac, image, error } => {
-                json!({ "mac": mac.to_string(), "image": image, "error": error })
-            }
-            Event::Reloaded { image } => json!({ "image": image }),
-            Event::ImageFailed { image, error } => json!({ "image": image, "error": error }),
-        };
-        v["event"] = self.kind().into();
-        v["t"] = t.as_secs_f64().into();
-        v
-    }
-}
-
-/// MB/s (10^6 bytes per second).
-fn rate(bytes: u64, elapsed: Duration) -> f64 {
-    bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)
-}
-
-/// One log line per event.
-impl std::fmt::Display for Event {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Event::Hello { mac } => write!(f, "HELLO from {mac}"),
-            Event::Offer { mac, image, size } => write!(f, "OFFER {image} ({size} bytes) to {mac}"),
-            Event::Resumed { mac, image } => {
-                write!(
-                    f,
-                    "RESUMED {mac}: serving {image} to a boot already under way"
-                )
-            }
-            Event::Finished {
-                mac,
-                image,
-                elapsed,
-                bytes,
-            } => write!(
-                f,
-                "FINISHED {mac}: {image}, {bytes} bytes in {:.2} s ({:.1} MB/s)",
-                elapsed.as_secs_f64(),
-                rate(*bytes, *elapsed)
-            ),
-            Event::Retransmit {
-                mac,
-                blocks,
-                resent,
-            } => write!(
-                f,
-                "RETRANSMIT {mac}: {blocks} blocks asked for again, {resent} batches resent"
-            ),
-            Event::Reset { mac, reason } => write!(f, "RESET {mac}: {reason}"),
-            Event::Refused { mac } => write!(f, "REFUSED {mac}: not in the configuration"),
-            Event::Ignored { mac, why } => write!(f, "IGNORED frame from {mac}: {why}"),
-            Event::ReadError { mac, image, error } => {
-                write!(f, "READ ERROR {mac}: {image}: {error}")
-            }
-            Event::Expired { mac, image } => write!(f, "EXPIRED {mac}: {image} (idle)"),
-            Event::Reloaded { image } => write!(f, "RELOADED {image}: changed on disk, verified"),
-            Event::ImageFailed { image, error } => {
-                write!(f, "IMAGE FAILED {image}: {error} (not offered)")
-            }
-        }
-    }
-}
-
-/// One sled being served.
-#[derive(Debug)]
-pub struct Session {
-    pub image: Arc<ServedImage>,
-    pub started: Duration,
-    pub last_seen: Duration,
-    /// Bytes of image sent in DATA frames, retransmissions included.
-    pub sent: u64,
-    /// The highest image offset served so far (progress).
-    pub high: u64,
-    /// Batches resent because the sled seemed stuck.
-    pub resent_batches: u64,
-    /// Re-requested blocks and resent batches not yet reported.
-    pending_retransmits: u64,
-    pending_resent: u64,
-    last_retransmit_report: Option<Duration>,
-    /// The last dense batch served, for resending.
-    batch: Option<Batch>,
-    /// Whether the sled has sent a READ (it is booting, not just asking).
-    reading: bool,
-    /// READ rate limits: new batches, and re-requests.
-    reads: Bucket,
-    rereads: Bucket,
-    dropped_reads: u64,
-    last_drop_report: Option<Duration>,
-}
-
-/// A token bucket: `rate` a second, a tenth of a second's worth (at least
-/// 16) at once.
-#[derive(Clone, Copy, Debug)]
-struct Bucket {
-    tokens: f64,
-    at: Duration,
-}
-
-impl Bucket {
-    fn full(now: Duration) -> Bucket {
-        Bucket {
-            tokens: f64::INFINITY,
-            at: now,
-        }
-    }
-
-    fn take(&mut self, now: Duration, rate: f64) -> bool {
-        let elapsed = now.saturating_sub(self.at).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * rate).min((rate / 10.0).max(16.0));
-        self.at = now;
-        if self.tokens < 1.0 {
-            return false;
-        }
-        self.tokens -= 1.0;
-        true
-    }
-}
-
-/// A dense batch and its resending state.
-#[derive(Clone, Copy, Debug)]
-struct Batch {
-    first: u64,
-    sent_at: Duration,
-    rounds: u32,
-}
-
-/// Sends DATA for `offsets` of `image` to `mac`. A dense batch within the
-/// image (`dense_from`) is read from the image in one piece.
-#[allow(clippy::too_many_arguments)]
-fn send_data(
-    scratch: &mut [u8],
-    image: &ServedImage,
-    from: Mac,
-    mac: Mac,
-    offsets: &[u64],
-    dense_from: Option<u64>,
-    session: &mut Session,
-    out: &mut Outbox,
-    events: &mut Vec<Event>,
-) {
-    let size = image.size();
-    let mut base = 0u64;
-    let mut loaded = 0usize;
-    if let Some(first) = dense_from.filter(|&f| f < size) {
-        let len = (size - first).min(scratch.len() as u64) as usize;
-        if let Err(e) = image.read_exact_at(&mut scratch[..len], first) {
-            events.push(Event::ReadError {
-                mac,
-                image: image.name.clone(),
-                error: e.to_string(),
-            });
-            return;
-        }
-        base = first;
-        loaded = len;
-    }
-    for &offset in offsets {
-        // Offsets at or past the end get an empty DATA: the client's EOF.
-        let len = if offset >= size {
-            0
-        } else {
-            (size - offset).min(DATA_CHUNK as u64) as usize
-        };
-        let bytes: &[u8] = if len == 0 {
-            &[]
-        } else if offset >= base && offset - base + len as u64 <= loaded as u64 {
-            let at = (offset - base) as usize;
-            &scratch[at..at + len]
-        } else {
-            let buf = &mut scratch[..len];
-            if let Err(e) = image.read_exact_at(buf, offset) {
-                events.push(Event::ReadError {
-                    mac,
-                    image: image.name.clone(),
-                    error: e.to_string(),
-                });
-                continue;
-            }
-            // The scratch buffer no longer holds the batch.
-            loaded = 0;
-            buf
-        };
-        out.push(mac, from, &Repr::Data { offset, bytes });
-        session.sent += len as u64;
-        session.high = session
-            .high
-            .max(offset.saturating_add(len as u64).min(size));
     }
 }
 
@@ -358,28 +41,41 @@ fn send_data(
 pub struct Server {
     mac: Mac,
     catalog: Catalog,
-    sessions: HashMap<Mac, Session>,
+    /// By MAC, in order: timers and eviction run in the same order every
+    /// time, so simulations are deterministic.
+    sessions: BTreeMap<Mac, Session>,
     limits: Limits,
     events: Vec<Event>,
-    scratch: Vec<u8>,
+    pacer: Pacer,
     finished: u64,
 }
 
 impl Server {
+    /// A server with `limits` (see [`Limits::check`]; out-of-range values
+    /// are used as given).
     pub fn new(mac: Mac, catalog: Catalog, limits: Limits) -> Server {
         Server {
             mac,
             catalog,
-            sessions: HashMap::new(),
+            sessions: BTreeMap::new(),
+            pacer: Pacer {
+                link: limits
+                    .rate
+                    .map(|r| pace::Bucket::new(r, Limits::link_burst(r), Duration::ZERO)),
+                active: VecDeque::new(),
+            },
             limits,
             events: Vec::new(),
-            scratch: vec![0u8; wire::READ_SLOTS * DATA_CHUNK],
             finished: 0,
         }
     }
 
     pub fn mac(&self) -> Mac {
         self.mac
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     pub fn catalog_mut(&mut self) -> &mut Catalog {
@@ -389,6 +85,11 @@ impl Server {
     /// Sessions in progress, for progress displays.
     pub fn sessions(&self) -> impl Iterator<Item = (&Mac, &Session)> {
         self.sessions.iter()
+    }
+
+    /// Whether frames wait for the link's or a sled's pace.
+    pub fn has_queued(&self) -> bool {
+        self.sessions.values().any(Session::has_queued)
     }
 
     /// How many sleds have sent FINISHED.
@@ -470,7 +171,9 @@ impl Server {
             size: image.size(),
         });
         // A HELLO starts the boot over: the sled gets the image on offer now.
-        self.sessions.insert(mac, Session::new(image, now));
+        let mut session = Session::new(mac, image, now, &self.limits);
+        session.offered(now);
+        self.sessions.insert(mac, session);
     }
 
     fn read(&mut self, now: Duration, mac: Mac, read: &wire::Read, out: &mut Outbox) {
@@ -490,7 +193,8 @@ impl Server {
                         mac,
                         image: img.name.clone(),
                     });
-                    self.sessions.insert(mac, Session::new(img, now));
+                    self.sessions
+                        .insert(mac, Session::new(mac, img, now, &self.limits));
                 }
                 choice => {
                     let reason = match choice {
@@ -507,73 +211,10 @@ impl Server {
         let Some(session) = self.sessions.get_mut(&mac) else {
             return;
         };
-        session.last_seen = now;
-        session.reading = true;
-        // A new batch is dense: 128 consecutive offsets at the slot indices.
-        // Anything else is a re-request of lost frames.
-        let dense = read.count == wire::READ_SLOTS as u64
-            && read
-                .offsets
-                .windows(2)
-                .all(|w| w[1] == w[0].wrapping_add(DATA_CHUNK as u64));
-        // Per-sled rate limits (token buckets), new batches and re-requests
-        // apart: a client re-requests a slot at most once a second, so a
-        // flood of scattered READs from one MAC costs little.
-        let (bucket, rate, what) = if dense {
-            (&mut session.reads, self.limits.max_reads_per_sec, "READs")
-        } else {
-            (
-                &mut session.rereads,
-                self.limits.max_rereads_per_sec,
-                "re-request READs",
-            )
-        };
-        if !bucket.take(now, rate as f64) {
-            session.dropped_reads += 1;
-            let due = session
-                .last_drop_report
-                .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
-            if due {
-                self.events.push(Event::Ignored {
-                    mac,
-                    why: format!(
-                        "{what} over the limit of {rate} a second: {} dropped so far",
-                        session.dropped_reads
-                    ),
-                });
-                session.last_drop_report = Some(now);
-            }
-            return;
+        if session.on_read(now, read, &self.limits, &mut self.events) {
+            self.pacer.wake(mac);
         }
-        let image = session.image.clone();
-        let offsets: Vec<u64> = read.requested().collect();
-        if dense {
-            session.batch = Some(Batch {
-                first: read.offsets[0],
-                sent_at: now,
-                rounds: 0,
-            });
-        } else {
-            session.pending_retransmits += offsets.len() as u64;
-            // The client is re-requesting: it has what it will get of
-            // the batch otherwise; stop resending on its behalf.
-            if let Some(b) = &mut session.batch {
-                b.sent_at = now;
-            }
-        }
-        let first = if dense { Some(read.offsets[0]) } else { None };
-        send_data(
-            &mut self.scratch,
-            &image,
-            self.mac,
-            mac,
-            &offsets,
-            first,
-            session,
-            out,
-            &mut self.events,
-        );
-        session.report_retransmits(now, mac, &mut self.events);
+        self.pump(now, out);
     }
 
     /// Makes room for one more session if the limit is reached, by
@@ -586,7 +227,7 @@ impl Server {
         let victim = self
             .sessions
             .iter()
-            .filter(|(_, s)| !s.reading)
+            .filter(|(_, s)| !s.is_reading())
             .min_by_key(|(_, s)| s.last_seen)
             .map(|(m, _)| *m);
         match victim {
@@ -602,12 +243,12 @@ impl Server {
         match self.sessions.remove(&mac) {
             Some(s) => {
                 self.finished += 1;
-                self.events.push(Event::Finished {
+                self.events.push(Event::finished(
                     mac,
-                    image: s.image.name.clone(),
-                    elapsed: now.saturating_sub(s.started),
-                    bytes: s.image.size(),
-                });
+                    s.image.name.clone(),
+                    s.image.size(),
+                    now.saturating_sub(s.started),
+                ));
             }
             None => self.events.push(Event::Ignored {
                 mac,
@@ -629,9 +270,10 @@ impl Server {
         }
     }
 
-    /// Timers: resends batches a sled seems stuck on (see [`Limits`]), and
-    /// drops sessions idle for longer than the limit. Call it at least as
-    /// often as [`Server::next_deadline`] says.
+    /// Timers: resends batches whose next READ is overdue (see
+    /// [`crate::session`]), drops sessions idle for longer than the limit,
+    /// and sends the frames the link's and the sleds' pace now allow. Call
+    /// it at least as often as [`Server::next_deadline`] says.
     pub fn poll(&mut self, now: Duration, out: &mut Outbox) {
         let timeout = self.limits.idle_timeout;
         let events = &mut self.events;
@@ -645,97 +287,86 @@ impl Server {
             }
             keep
         });
-        let after = self.limits.resend_after;
-        if after.is_zero() {
-            return;
-        }
         for (mac, s) in self.sessions.iter_mut() {
-            let Some(b) = &mut s.batch else { continue };
-            if b.rounds >= self.limits.resend_rounds || now < b.sent_at + after * (1 << b.rounds) {
+            if s.next_timer(&self.limits).is_some_and(|t| now >= t) {
+                s.on_timer(now, &self.limits, &mut self.events);
+                if s.has_queued() {
+                    self.pacer.wake(*mac);
+                }
+            }
+        }
+        self.pump(now, out);
+    }
+
+    /// Sends queued frames, a frame per sled in turn, while the link's and
+    /// each sled's pace allow.
+    fn pump(&mut self, now: Duration, out: &mut Outbox) {
+        let mut ctx = SendCtx {
+            from: self.mac,
+            out,
+            events: &mut self.events,
+        };
+        // Sessions passed over because their pace does not allow a frame
+        // yet; once every active one has been, stop.
+        let mut waiting = 0;
+        while waiting < self.pacer.active.len() {
+            if let Some(link) = &mut self.pacer.link {
+                if !link.ready(now) {
+                    break;
+                }
+            }
+            let Some(mac) = self.pacer.active.pop_front() else {
+                break;
+            };
+            let Some(s) = self.sessions.get_mut(&mac) else {
+                continue;
+            };
+            if !s.has_queued() {
                 continue;
             }
-            // No READ since this batch went out: the sled is waiting for
-            // frames that were lost, or its next READ was. Send the batch
-            // again and the one after it; the client keeps what it waits
-            // for and drops the rest.
-            b.rounds += 1;
-            b.sent_at = now;
-            let first = b.first;
-            let image = s.image.clone();
-            let batch = (wire::READ_SLOTS * DATA_CHUNK) as u64;
-            for start in [first, first.saturating_add(batch)] {
-                let offsets: Vec<u64> = (0..wire::READ_SLOTS as u64)
-                    .map(|i| start.saturating_add(i * DATA_CHUNK as u64))
-                    .collect();
-                send_data(
-                    &mut self.scratch,
-                    &image,
-                    self.mac,
-                    *mac,
-                    &offsets,
-                    Some(start),
-                    s,
-                    out,
-                    events,
-                );
+            if s.ready_at(now) > now {
+                self.pacer.active.push_back(mac);
+                waiting += 1;
+                continue;
             }
-            s.resent_batches += 1;
-            s.pending_resent += 1;
-            s.report_retransmits(now, *mac, events);
+            waiting = 0;
+            if let Some(len) = s.emit(now, &mut ctx) {
+                if let Some(link) = &mut self.pacer.link {
+                    link.spend(len.max(wire::ETH_MIN_FRAME));
+                }
+            }
+            if s.has_queued() {
+                self.pacer.active.push_back(mac);
+            }
         }
     }
 
     /// The latest time [`Server::poll`] should next run.
-    pub fn next_deadline(&self, now: Duration) -> Duration {
+    pub fn next_deadline(&mut self, now: Duration) -> Duration {
         let mut at = now + Duration::from_secs(1);
-        if !self.limits.resend_after.is_zero() {
-            for s in self.sessions.values() {
-                if let Some(b) = &s.batch {
-                    if b.rounds < self.limits.resend_rounds {
-                        at = at.min(b.sent_at + self.limits.resend_after * (1 << b.rounds));
-                    }
+        for s in self.sessions.values() {
+            if let Some(t) = s.next_timer(&self.limits) {
+                at = at.min(t);
+            }
+        }
+        // Frames waiting: when several may leave.
+        let mut send = None::<Duration>;
+        for mac in &self.pacer.active {
+            if let Some(s) = self.sessions.get_mut(mac) {
+                if s.has_queued() {
+                    let t = s.wake_at(now);
+                    send = Some(send.map_or(t, |x| x.min(t)));
                 }
             }
         }
+        if let Some(mut t) = send {
+            if let Some(link) = &mut self.pacer.link {
+                let frames =
+                    crate::session::WAKE_FRAMES * wire::wire_len(wire::DATA_FRAME_LEN) as u64;
+                t = t.max(link.full_for(now, frames));
+            }
+            at = at.min(t);
+        }
         at.max(now)
-    }
-}
-
-impl Session {
-    /// One event a second at most for a sled's retransmissions.
-    fn report_retransmits(&mut self, now: Duration, mac: Mac, events: &mut Vec<Event>) {
-        let due = self
-            .last_retransmit_report
-            .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
-        if due && (self.pending_retransmits > 0 || self.pending_resent > 0) {
-            events.push(Event::Retransmit {
-                mac,
-                blocks: self.pending_retransmits,
-                resent: self.pending_resent,
-            });
-            self.pending_retransmits = 0;
-            self.pending_resent = 0;
-            self.last_retransmit_report = Some(now);
-        }
-    }
-
-    fn new(image: Arc<ServedImage>, now: Duration) -> Session {
-        Session {
-            image,
-            started: now,
-            last_seen: now,
-            sent: 0,
-            high: 0,
-            resent_batches: 0,
-            pending_retransmits: 0,
-            pending_resent: 0,
-            last_retransmit_report: None,
-            batch: None,
-            reading: false,
-            reads: Bucket::full(now),
-            rereads: Bucket::full(now),
-            dropped_reads: 0,
-            last_drop_report: None,
-        }
     }
 }

@@ -27,6 +27,23 @@ pub const ETH_HEADER_LEN: usize = 14;
 pub const ETH_MIN_FRAME: usize = 60;
 /// Standard MTU: the most payload an Ethernet frame carries here.
 pub const MTU: usize = 1500;
+/// What a frame costs a link beyond its bytes: preamble and start of frame
+/// (8), frame check sequence (4) and the inter-frame gap (12).
+pub const ETH_WIRE_OVERHEAD: usize = 24;
+/// A full DATA frame: Ethernet header, protocol header, offset, 1024 bytes.
+pub const DATA_FRAME_LEN: usize = ETH_HEADER_LEN + field::HEADER_LEN + 8 + DATA_CHUNK;
+
+/// Bytes a frame of `len` bytes (header to payload, no FCS) occupies on an
+/// Ethernet link: padded to the minimum, plus [`ETH_WIRE_OVERHEAD`]. A
+/// full DATA frame takes 1082: 94.6 % of a link's rate is image.
+pub const fn wire_len(len: usize) -> usize {
+    let len = if len < ETH_MIN_FRAME {
+        ETH_MIN_FRAME
+    } else {
+        len
+    };
+    len + ETH_WIRE_OVERHEAD
+}
 
 /// Field positions, relative to the Ethernet payload.
 pub mod field {
@@ -93,6 +110,13 @@ impl fmt::Display for Mac {
             "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
             m[0], m[1], m[2], m[3], m[4], m[5]
         )
+    }
+}
+
+/// As JSON: the usual text form, `02:00:00:00:00:01`.
+impl serde::Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -493,6 +517,14 @@ pub fn emit_frame(out: &mut Vec<u8>, dst: Mac, src: Mac, repr: &Repr<'_>) -> usi
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_frame_on_the_wire() {
+        assert_eq!(super::DATA_FRAME_LEN, 1058);
+        assert_eq!(super::wire_len(super::DATA_FRAME_LEN), 1082);
+        // A 26-byte FINISHED is padded to 60, then 24 more.
+        assert_eq!(super::wire_len(26), 84);
+    }
+
     use super::*;
 
     fn parse(b: &[u8]) -> Result<Repr<'_>, Error> {

@@ -40,6 +40,13 @@ fn every_key() {
         default = "a"
         max-sessions = 5
         idle-timeout-secs = 9
+        max-reads-per-sec = 100
+        max-rereads-per-sec = 10
+        resend-after-ms = 3
+        resend-max-ms = 400
+        resend-rounds = 4
+        rate = "2.5gbit"
+        sled-rate = "off"
         [[image]]
         name = "a"
         path = "a.img"
@@ -56,6 +63,14 @@ fn every_key() {
     assert_eq!(c.link.as_deref(), Some("eth7"));
     assert_eq!(c.limits.max_sessions, 5);
     assert_eq!(c.limits.idle_timeout.as_secs(), 9);
+    assert_eq!(c.limits.max_reads_per_sec, 100);
+    assert_eq!(c.limits.max_rereads_per_sec, 10);
+    assert_eq!(c.limits.resend_after.as_millis(), 3);
+    assert_eq!(c.limits.resend_max.as_millis(), 400);
+    assert_eq!(c.limits.resend_rounds, 4);
+    assert_eq!(c.limits.rate.unwrap().bits_per_sec(), 2_500_000_000);
+    assert!(c.rate_given);
+    assert_eq!(c.limits.sled_rate, None);
     assert_eq!(served(&c, "02:00:00:00:00:01").as_deref(), Some("b.img"));
     assert_eq!(served(&c, "02:00:00:00:00:02").as_deref(), Some("a"));
     assert_eq!(served(&c, "02:00:00:00:00:03").as_deref(), Some("a"));
@@ -108,6 +123,27 @@ fn errors_name_the_file_and_key() {
     assert_eq!(
         fail("[[image]]\nname = \"x\"\npath = \"missing.img\"\n"),
         "s.toml: image[0].path: missing.img: stat: No such file or directory (os error 2)"
+    );
+    // Every setting is bounded; the error names the key, value and range.
+    assert_eq!(
+        fail("resend-rounds = 32\n"),
+        "s.toml: resend-rounds: 32 is out of range: 0 to 10"
+    );
+    assert_eq!(
+        fail("resend-after-ms = 1000\n"),
+        "s.toml: resend-after-ms: 1000 is out of range: 0 (off) to 900"
+    );
+    assert_eq!(
+        fail("max-sessions = 0\n"),
+        "s.toml: max-sessions: 0 is out of range: 1 to 65536"
+    );
+    assert_eq!(
+        fail("rate = \"fast\"\n"),
+        "s.toml: rate: \"fast\" is not a rate: no number (give e.g. 1gbit, 10gbit, 100mbit, 2.5gbit)"
+    );
+    assert_eq!(
+        fail("sled-rate = \"1gbyte\"\n"),
+        "s.toml: sled-rate: \"1gbyte\" is not a rate: unknown unit (tbit, gbit, mbit, kbit, bit) (give e.g. 1gbit, 10gbit, 100mbit, 2.5gbit)"
     );
     fs::write(dir.path().join("bad.img"), vec![0u8; 8192]).unwrap();
     assert_eq!(

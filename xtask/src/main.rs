@@ -8,7 +8,8 @@
 //! - `cargo xtask check-illumos`: `cargo check` of the workspace for
 //!   illumos, in `TARGET/illumos`.
 //! - `cargo xtask bench image [RAW]`, `cargo xtask bench netboot`: timings
-//!   of the release tools.
+//!   of the release tools; `cargo xtask bench rack`: a rack booting through
+//!   a network, simulated and in a shaped lab, against the network's floor.
 //! - `cargo xtask serve --nic NIC`, `cargo xtask demo`: the boot server.
 //!
 //! `image`, `inspect`, `serve`, `check-illumos` and `bench image` work on
@@ -23,6 +24,7 @@ mod fuzz;
 mod illumos;
 #[cfg(target_os = "linux")]
 mod netbench;
+mod rack;
 mod rusage;
 mod serve;
 
@@ -155,6 +157,37 @@ enum Bench {
         #[arg(long, default_value_t = 1)]
         runs: usize,
     },
+    /// A rack booting at once: wall time against the network's floor
+    /// (the bottleneck link's time for the bytes it must carry), extra
+    /// DATA, console lines, buffer drops and RETRANSMIT events; a table
+    /// from the simulator (a shared 1 GbE segment, and a switch with the
+    /// server at 10 GbE and sleds on 1 GbE ports with 96 KiB buffers), then
+    /// one from the lab (root, Linux: veth through a tc tbf 1gbit segment)
+    Rack {
+        /// Image size per sled (64MiB, 1GiB)
+        #[arg(long, default_value = "64MiB", value_parser = parse_size)]
+        size: u64,
+        /// Sled counts, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+        sleds: Vec<usize>,
+        /// Probabilities of losing a frame each way, comma-separated
+        #[arg(long, value_delimiter = ',', default_value = "0,0.001")]
+        loss: Vec<f64>,
+        /// Milliseconds a sled's loop is blocked per dropped-DATA console
+        /// line (about 4 at 115200 baud)
+        #[arg(long = "console-ms", default_value_t = 0.2)]
+        console_ms: f64,
+        /// Only the simulator's table
+        #[arg(long)]
+        no_lab: bool,
+        /// Runs of each lab configuration; the table shows medians
+        #[arg(long, default_value_t = 1)]
+        runs: usize,
+    },
+}
+
+fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    bootimage::parse_size(text).map_err(|e| e.to_string())
 }
 
 /// The workspace root and target directory, from `cargo metadata`.
@@ -359,6 +392,32 @@ fn main() -> ExitCode {
                     "bench netboot",
                     "network namespaces, veth pairs and AF_XDP",
                 ))
+            }
+        }
+        Command::Bench {
+            what:
+                Bench::Rack {
+                    size,
+                    sleds,
+                    loss,
+                    console_ms,
+                    no_lab,
+                    runs,
+                },
+        } => {
+            if !(0.0..=10_000.0).contains(&console_ms)
+                || loss.iter().any(|l| !(0.0..1.0).contains(l))
+            {
+                Err("--console-ms: 0 to 10000; --loss: each 0 to below 1".into())
+            } else {
+                rack::rack(rack::Options {
+                    size,
+                    sleds,
+                    losses: loss,
+                    console: std::time::Duration::from_secs_f64(console_ms / 1000.0),
+                    lab: !no_lab,
+                    runs,
+                })
             }
         }
     };

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
-use netboot::config::Config;
+use netboot::config::{parse_rate_setting, Config};
+use netboot::event::ServingImage;
 use netboot::image::Catalog;
+use netboot::pace::Rate;
 use netboot::run::{serve, Observer, ServeEnd, ServeOptions};
 use netboot::server::{Event, Limits, Server};
 use netboot::wire::Mac;
@@ -66,6 +68,15 @@ struct Args {
     /// AF_PACKET), xdp, or native (AF_PACKET on Linux, DLPI on illumos)
     #[arg(long, value_name = "METHOD", default_value = "auto")]
     tx: netboot::link::Tx,
+    /// The server link's rate: never send faster, all sleds together
+    /// (1gbit, 10gbit, 100mbit; off: no limit) [default: the configuration's
+    /// `rate`, else the interface's speed where it reports one]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    rate: Option<RateSetting>,
+    /// One sled's rate: never send one sled faster (its port's speed; off:
+    /// no limit) [default: the configuration's `sled-rate`, else 1gbit]
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    sled_rate: Option<RateSetting>,
     /// Network interface (drop-in form)
     #[arg(value_name = "LINK", required_unless_present = "config")]
     link: Option<String>,
@@ -75,6 +86,24 @@ struct Args {
     /// The sled's MAC, or "any" for every sled (drop-in form)
     #[arg(value_name = "MAC|any", required_unless_present = "config")]
     mac: Option<String>,
+}
+
+/// A rate flag: a rate, or `off`.
+#[derive(Clone, Copy, Debug)]
+struct RateSetting(Option<Rate>);
+
+fn parse_rate(text: &str) -> Result<RateSetting, String> {
+    parse_rate_setting(text)
+        .map(RateSetting)
+        .map_err(|e| e.to_string())
+}
+
+/// The link's speed as the system reports it (Linux:
+/// /sys/class/net/LINK/speed, in Mb/s), if it does.
+fn link_speed(link: &str) -> Option<Rate> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{link}/speed")).ok()?;
+    let mbit: u64 = text.trim().parse().ok()?;
+    Rate::from_bits(mbit.checked_mul(1_000_000)?)
 }
 
 /// Lines a second for each noisy kind of event.
@@ -104,6 +133,18 @@ impl Log {
     }
 }
 
+impl Log {
+    /// One event, as a log line or a JSON object.
+    fn show(&mut self, e: &Event, now: Duration) {
+        let text = if self.json {
+            serde_json::to_string(&e.at(now)).unwrap_or_default()
+        } else {
+            format!("[{:>9.3}s] {e}", now.as_secs_f64())
+        };
+        self.line(&text);
+    }
+}
+
 impl Observer for Log {
     fn event(&mut self, e: &Event, _server: &Server, now: Duration) {
         if let Event::Finished { .. } = e {
@@ -122,11 +163,11 @@ impl Observer for Log {
             if *at != second {
                 if *count > NOISY {
                     let left = *count - NOISY;
-                    self.line(&if self.json {
-                        serde_json::json!({"event": "suppressed", "kind": kind, "count": left, "t": now.as_secs_f64()}).to_string()
-                    } else {
-                        format!("[{:>9.3}s] ({left} more {kind} events in the last second not shown)", now.as_secs_f64())
-                    });
+                    let e = Event::Suppressed {
+                        kind: kind.into(),
+                        count: left,
+                    };
+                    self.show(&e, now);
                 }
                 self.noisy.insert(kind, (second, 1));
             } else {
@@ -148,12 +189,7 @@ impl Observer for Log {
                 _ => {}
             }
         }
-        let text = if self.json {
-            e.to_json(now).to_string()
-        } else {
-            format!("[{:>9.3}s] {e}", now.as_secs_f64())
-        };
-        self.line(&text);
+        self.show(e, now);
     }
 
     fn tick(&mut self, server: &Server, now: Duration) {
@@ -233,39 +269,24 @@ fn link_error(e: netboot::link::LinkError) -> String {
     }
 }
 
-/// The lines that say what is served: one per image.
-fn image_lines(catalog: &Catalog) -> Vec<(String, serde_json::Value)> {
+/// What the server serves, for its first lines: each image, its size and
+/// checksum, and which sleds get it.
+fn serving_images(catalog: &Catalog) -> Vec<ServingImage> {
     catalog
         .entries()
         .iter()
         .map(|e| {
-            let mut who: Vec<String> = e.macs.iter().map(|m| m.to_string()).collect();
-            if e.default {
-                who.push(if who.is_empty() { "any" } else { "any other" }.into());
-            }
-            let who_text = if who.is_empty() {
-                "no sled".to_owned()
-            } else {
-                who.join(", ")
-            };
-            let (size, sum) = e.image.as_ref().map_or((0, String::new()), |i| {
+            let (size, sha256) = e.image.as_ref().map_or((0, String::new()), |i| {
                 (i.header.image_size, i.header.sha256_hex())
             });
-            let path = e.image.as_ref().map(|i| i.path.display().to_string());
-            let text = format!(
-                "    {}: {size} bytes, sha256 {}, for {who_text}",
-                e.name,
-                &sum[..sum.len().min(12)]
-            );
-            let json = serde_json::json!({
-                "name": e.name,
-                "path": path,
-                "size": size,
-                "sha256": sum,
-                "macs": e.macs.iter().map(|m| m.to_string()).collect::<Vec<_>>(),
-                "any": e.default,
-            });
-            (text, json)
+            ServingImage {
+                name: e.name.clone(),
+                path: e.image.as_ref().map(|i| i.path.display().to_string()),
+                size,
+                sha256,
+                macs: e.macs.clone(),
+                any: e.default,
+            }
         })
         .collect()
 }
@@ -323,10 +344,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     // The link (and the privilege to use it) first: verifying a large image
     // takes a while, and is wasted on a link that cannot be had.
     let mut link = netboot::link::open_server(&link_name, args.tx).map_err(link_error)?;
-    let (catalog, limits) = match images {
+    let (catalog, mut limits, rate_given) = match images {
         Images::Config(path) => {
             let cfg = Config::load(&path).map_err(|e| e.to_string())?;
-            (cfg.catalog, cfg.limits)
+            (cfg.catalog, cfg.limits, cfg.rate_given)
         }
         Images::File { image, mac } => {
             let mut c = Catalog::new();
@@ -339,10 +360,19 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 None => c.set_default(Some(i)),
                 Some(mac) => c.assign(mac, i),
             }
-            (c, Limits::default())
+            (c, Limits::default(), false)
         }
     };
-    let images = image_lines(&catalog);
+    if let Some(RateSetting(r)) = args.sled_rate {
+        limits.sled_rate = r;
+    }
+    limits.rate = match args.rate {
+        Some(RateSetting(r)) => r,
+        None if rate_given => limits.rate,
+        None => link_speed(&link_name),
+    };
+    limits.check().map_err(|e| e.to_string())?;
+    let images = serving_images(&catalog);
     let mut server = Server::new(link.mac(), catalog, limits);
     let mut log = Log {
         json: args.json,
@@ -357,26 +387,18 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     // The first line says the server is up (lab automation waits for it)
     // and what it serves; then a line per image.
-    let count = match images.len() {
-        1 => "1 image".to_owned(),
-        n => format!("{n} images"),
+    let up = Event::Serving {
+        link: link_name.clone(),
+        mac: link.mac(),
+        sends_with: link.sends_with().to_string(),
+        images,
     };
-    if args.json {
-        let images: Vec<_> = images.into_iter().map(|(_, j)| j).collect();
-        log.line(
-            &serde_json::json!({"event": "serving", "link": link_name, "mac": link.mac().to_string(), "sends_with": link.sends_with(), "images": images, "t": 0.0})
-                .to_string(),
-        );
+    let text = if args.json {
+        serde_json::to_string(&up.at(Duration::ZERO)).unwrap_or_default()
     } else {
-        log.line(&format!(
-            "serving on {link_name} ({}, sending with {}), {count}:",
-            link.mac(),
-            link.sends_with()
-        ));
-        for (text, _) in images {
-            log.line(&text);
-        }
-    }
+        up.to_string()
+    };
+    log.line(&text);
     let opts = ServeOptions {
         finished: args.single.then_some(1),
         timeout: args.timeout.map(Duration::from_secs),

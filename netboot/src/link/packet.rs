@@ -158,12 +158,16 @@ impl PacketLink {
             events: libc::POLLIN,
             revents: 0,
         };
-        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        // A sub-millisecond wait rounds up, not to a busy loop; a zero
+        // ppoll, not poll: the server paces its frames in steps of tens of
+        // microseconds, and poll's timeout is in milliseconds. A zero
         // timeout only checks.
-        let ms = if ms == 0 && !timeout.is_zero() { 1 } else { ms };
-        // SAFETY: `pfd` is one valid pollfd for the duration of the call.
-        let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `pfd` is one valid pollfd and `ts` a valid timespec for
+        // the duration of the call; a null signal mask leaves it unchanged.
+        let r = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
         match r {
             r if r < 0 => {
                 let e = last_error();

@@ -1,0 +1,795 @@
+//! One sled's boot, as the server sees it: its READ limits, the batch in
+//! flight and when to resend it, and the frames waiting to leave at the
+//! sled's pace. [`crate::server::Server`] routes frames to sessions, admits
+//! them and shares the link between them; everything about one sled is
+//! here (`on_read`, `on_timer`, `emit`), as quinn-proto splits its endpoint
+//! from its connections.
+//!
+//! Resends follow measured delivery (RFC 6298 in spirit): each batch's
+//! round trip, from its last frame leaving the server to the READ that
+//! follows it, feeds a smoothed estimate `srtt` and its variation
+//! `rttvar`; the resend timeout is `srtt + 4 rttvar` within
+//! [`Limits::resend_after`] and [`Limits::resend_max`]. A batch is resent
+//! only when the sled's next READ is overdue by that long; each resend
+//! doubles the timeout (kept until a batch is answered without one), and a
+//! resent batch is never sampled (Karn). A busy link delays READs, and the
+//! estimate grows with it: busy is not lost.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::event::Event;
+use crate::image::ServedImage;
+use crate::pace::{self, Rate};
+use crate::wire::{self, Mac, Repr, DATA_CHUNK, READ_SLOTS};
+use crate::Outbox;
+
+/// A dense READ for the batch in flight sooner than this after the first
+/// is a duplicated frame; later, the client's re-request of every slot
+/// (it re-requests after 1 s).
+pub const REREQUEST_AFTER: Duration = Duration::from_millis(900);
+
+/// Frames a paced sled or link gathers before the server wakes up to send
+/// them: fewer wake-ups (system calls) for the same rate.
+pub const WAKE_FRAMES: u64 = 8;
+
+/// Bytes in one client batch (128 frames of 1024).
+pub const BATCH_BYTES: u64 = (READ_SLOTS * DATA_CHUNK) as u64;
+
+/// Limits that keep a misbehaving segment from exhausting the server, its
+/// loss recovery and its pacing. [`Limits::check`] bounds every field.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limits {
+    /// A session not heard from for this long is dropped.
+    pub idle_timeout: Duration,
+    /// At most this many sessions at once. When full, a new sled takes the
+    /// place of the longest-silent one that never sent a READ; if every
+    /// session is booting, it is ignored until one ends.
+    pub max_sessions: usize,
+    /// New-batch READs a second one sled may send; more are dropped. Each
+    /// is 128 KiB of image: 5,000 a second is 655 MB/s, more than a sled
+    /// can take.
+    pub max_reads_per_sec: u32,
+    /// Re-request READs a second one sled may send (a client re-requests a
+    /// slot at most once a second); more are dropped.
+    pub max_rereads_per_sec: u32,
+    /// The least resend timeout, however fast the round trips; zero turns
+    /// the server's resending off (the client's own 1 s re-requests
+    /// remain).
+    pub resend_after: Duration,
+    /// The most resend timeout, however slow the round trips (below the
+    /// client's own 1 s).
+    pub resend_max: Duration,
+    /// How many times to resend one batch (each wait twice the last). Past
+    /// that the client's own re-request (after 1 s) asks for exactly what
+    /// is missing.
+    pub resend_rounds: u32,
+    /// The server link's rate: all sleds together never get more. `None`:
+    /// as fast as the link takes frames.
+    pub rate: Option<Rate>,
+    /// One sled's rate (its port's): `None`: no limit per sled.
+    pub sled_rate: Option<Rate>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            idle_timeout: Duration::from_secs(60),
+            max_sessions: 1024,
+            max_reads_per_sec: 5_000,
+            max_rereads_per_sec: 64,
+            resend_after: Duration::from_millis(5),
+            resend_max: Duration::from_millis(250),
+            resend_rounds: 2,
+            rate: None,
+            sled_rate: Some(Rate::GBIT),
+        }
+    }
+}
+
+/// A limit out of its bounds: the setting (as the configuration names it),
+/// its value and the bounds.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {value} is out of range: {range}")]
+pub struct LimitError {
+    pub key: &'static str,
+    pub value: String,
+    pub range: &'static str,
+}
+
+fn check_range<T: PartialOrd + std::fmt::Display>(
+    key: &'static str,
+    value: T,
+    lo: T,
+    hi: T,
+    range: &'static str,
+) -> Result<(), LimitError> {
+    if value < lo || value > hi {
+        return Err(LimitError {
+            key,
+            value: value.to_string(),
+            range,
+        });
+    }
+    Ok(())
+}
+
+impl Limits {
+    /// Every setting within its bounds (named as the configuration file
+    /// names them).
+    pub fn check(&self) -> Result<(), LimitError> {
+        check_range("max-sessions", self.max_sessions, 1, 65_536, "1 to 65536")?;
+        check_range(
+            "idle-timeout-secs",
+            self.idle_timeout.as_secs(),
+            1,
+            86_400,
+            "1 to 86400",
+        )?;
+        check_range(
+            "max-reads-per-sec",
+            self.max_reads_per_sec,
+            1,
+            1_000_000,
+            "1 to 1000000",
+        )?;
+        check_range(
+            "max-rereads-per-sec",
+            self.max_rereads_per_sec,
+            1,
+            100_000,
+            "1 to 100000",
+        )?;
+        check_range(
+            "resend-after-ms",
+            self.resend_after.as_millis(),
+            0,
+            900,
+            "0 (off) to 900",
+        )?;
+        check_range(
+            "resend-max-ms",
+            self.resend_max.as_millis(),
+            self.resend_after.as_millis().max(1),
+            900,
+            "resend-after-ms (at least 1) to 900, below the client's own 1 s",
+        )?;
+        check_range("resend-rounds", self.resend_rounds, 0, 10, "0 to 10")?;
+        Ok(())
+    }
+
+    /// A sled's burst: half a millisecond at its rate, at least 16 frames.
+    /// Into a slower port behind a faster server it queues at most that.
+    fn sled_burst(rate: Rate) -> u64 {
+        let frame = wire::wire_len(wire::DATA_FRAME_LEN) as u64;
+        (rate.bytes_in(Duration::from_micros(500)) as u64).max(16 * frame)
+    }
+
+    /// The link's burst: a quarter millisecond at its rate, at least one
+    /// batch (128 KiB: a millisecond at 1 Gbit/s, for a server loop whose
+    /// timer is late now and then). A longer one lets the server's own
+    /// queue fill, and as it drains it bunches one sled's paced frames
+    /// into its port (the simulator's 10 GbE server dropped frames at
+    /// 1 GbE ports with a full millisecond).
+    pub(crate) fn link_burst(rate: Rate) -> u64 {
+        (rate.bytes_in(Duration::from_micros(250)) as u64).max(BATCH_BYTES)
+    }
+}
+
+/// Consecutive offsets to send: `start`, `start + 1024`, ... (`count`);
+/// `resend`: the server's own resend, sent at [`RESEND_GAP`].
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    start: u64,
+    count: u32,
+    resend: bool,
+}
+
+/// The gap between the frames of a resent batch. The server does not know
+/// which frame of the batch was lost; each frame the sled already has costs
+/// it a console line, printed synchronously (about 4 ms at 115200 baud,
+/// less on a faster console). Resent frames go out about as fast as a
+/// fast console prints, so that the sled's next READ, which comes as soon
+/// as the missing frame arrives, cancels the rest: half a batch of
+/// console lines on average instead of all of it.
+pub const RESEND_GAP: Duration = Duration::from_micros(250);
+
+/// The last dense batch the sled asked for, and its resending.
+#[derive(Clone, Copy, Debug)]
+struct Batch {
+    first: u64,
+    /// When the sled asked for it.
+    asked_at: Duration,
+    /// When its last queued frame left the server (None while frames of
+    /// it are still queued).
+    done_at: Option<Duration>,
+    /// When its first sending's last frame left.
+    first_done: Option<Duration>,
+    /// When it was last resent.
+    resent_at: Option<Duration>,
+    /// Resends so far.
+    rounds: u32,
+}
+
+/// Doublings of the resend timeout at most, in a row.
+const MAX_BACKOFF: u32 = 3;
+
+/// The round-trip estimate (RFC 6298's variables) and the backoff.
+#[derive(Clone, Copy, Debug)]
+struct Rtt {
+    srtt: Option<Duration>,
+    rttvar: Duration,
+    /// The least round trip sampled.
+    min_rtt: Option<Duration>,
+    /// Timeouts not yet undone by answers: each doubles the timeout.
+    backoff: u32,
+    rto: Duration,
+}
+
+impl Rtt {
+    fn new(limits: &Limits) -> Rtt {
+        let mut r = Rtt {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            min_rtt: None,
+            backoff: 0,
+            rto: Duration::ZERO,
+        };
+        r.update(limits);
+        r
+    }
+
+    fn update(&mut self, limits: &Limits) {
+        // G, the clock's granularity, is zero in virtual time and small
+        // against the floor in real time. Before any sample: 50 ms.
+        let base = match self.srtt {
+            Some(s) => s + self.rttvar * 4,
+            None => Duration::from_millis(50),
+        };
+        let factor = 1u32 << self.backoff.min(MAX_BACKOFF);
+        let most = limits.resend_max.max(limits.resend_after);
+        self.rto = base
+            .clamp(limits.resend_after, most)
+            .saturating_mul(factor)
+            .min(most);
+    }
+
+    fn sample(&mut self, r: Duration, limits: &Limits) {
+        match self.srtt {
+            None => {
+                self.srtt = Some(r);
+                self.rttvar = r / 2;
+            }
+            Some(s) => {
+                let diff = s.abs_diff(r);
+                self.rttvar = (self.rttvar * 3 + diff) / 4;
+                self.srtt = Some((s * 7 + r) / 8);
+            }
+        }
+        self.min_rtt = Some(self.min_rtt.map_or(r, |m| m.min(r)));
+        self.backoff = 0;
+        self.update(limits);
+    }
+
+    /// A timeout: wait twice as long from now on (at most eight times the
+    /// estimate), until a batch sent once is answered. The cap keeps heavy
+    /// loss, where few batches go without a resend, from pinning the
+    /// timeout at its maximum; eight times is room enough for a queue to
+    /// build up between samples.
+    fn back_off(&mut self, limits: &Limits) {
+        self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
+        self.update(limits);
+    }
+
+    /// A resent batch answered by its resend: a frame was lost, the
+    /// timeout was not too short. One doubling is undone.
+    fn loss_confirmed(&mut self, limits: &Limits) {
+        self.backoff = 0;
+        self.update(limits);
+    }
+}
+
+/// A READ token bucket: `rate` a second, a tenth of a second's worth (at
+/// least 16) at once.
+#[derive(Clone, Copy, Debug)]
+struct ReadBucket {
+    tokens: f64,
+    at: Duration,
+}
+
+impl ReadBucket {
+    fn full(now: Duration) -> ReadBucket {
+        ReadBucket {
+            tokens: f64::INFINITY,
+            at: now,
+        }
+    }
+
+    fn take(&mut self, now: Duration, rate: f64) -> bool {
+        let elapsed = now.saturating_sub(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min((rate / 10.0).max(16.0));
+        self.at = now;
+        if self.tokens < 1.0 {
+            return false;
+        }
+        self.tokens -= 1.0;
+        true
+    }
+}
+
+/// What sending a frame needs besides the session: the server's MAC, the
+/// outbox, and where events go.
+pub struct SendCtx<'a> {
+    pub from: Mac,
+    pub out: &'a mut Outbox,
+    pub events: &'a mut Vec<Event>,
+}
+
+/// One sled being served.
+#[derive(Debug)]
+pub struct Session {
+    pub mac: Mac,
+    pub image: Arc<ServedImage>,
+    pub started: Duration,
+    pub last_seen: Duration,
+    /// Bytes of image sent in DATA frames, retransmissions included.
+    pub sent: u64,
+    /// DATA frames sent.
+    pub frames: u64,
+    /// The highest image offset served so far (progress).
+    pub high: u64,
+    /// Batches resent because the sled's next READ was overdue.
+    pub resent_batches: u64,
+    /// Re-requested blocks and resent batches not yet reported.
+    pending_retransmits: u64,
+    pending_resent: u64,
+    last_retransmit_report: Option<Duration>,
+    batch: Option<Batch>,
+    /// When the OFFER went out, until the first READ answers it.
+    offered_at: Option<Duration>,
+    rtt: Rtt,
+    /// Whether the sled has sent a READ (it is booting, not just asking).
+    reading: bool,
+    /// READ rate limits: new batches, and re-requests.
+    reads: ReadBucket,
+    rereads: ReadBucket,
+    dropped_reads: u64,
+    last_drop_report: Option<Duration>,
+    /// Frames waiting to leave, in order.
+    queue: VecDeque<Run>,
+    /// The sled's pace.
+    pace: Option<pace::Bucket>,
+    /// Image bytes of the batch being sent (read once, sent a frame at a
+    /// time): `cache_at..cache_at + cache.len()`.
+    cache: Vec<u8>,
+    cache_at: u64,
+    /// When the next resent frame may leave.
+    next_resend: Duration,
+}
+
+impl Session {
+    pub fn new(mac: Mac, image: Arc<ServedImage>, now: Duration, limits: &Limits) -> Session {
+        Session {
+            mac,
+            image,
+            started: now,
+            last_seen: now,
+            sent: 0,
+            frames: 0,
+            high: 0,
+            resent_batches: 0,
+            pending_retransmits: 0,
+            pending_resent: 0,
+            last_retransmit_report: None,
+            batch: None,
+            offered_at: None,
+            rtt: Rtt::new(limits),
+            reading: false,
+            reads: ReadBucket::full(now),
+            rereads: ReadBucket::full(now),
+            dropped_reads: 0,
+            last_drop_report: None,
+            queue: VecDeque::new(),
+            pace: limits
+                .sled_rate
+                .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
+            cache: Vec::new(),
+            cache_at: 0,
+            next_resend: now,
+        }
+    }
+
+    /// The server sent this sled an OFFER at `now`: the first READ after it
+    /// gives the path's least round trip.
+    pub fn offered(&mut self, now: Duration) {
+        self.offered_at = Some(now);
+    }
+
+    /// Whether the sled has sent a READ.
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// The current resend timeout.
+    pub fn rto(&self) -> Duration {
+        self.rtt.rto
+    }
+
+    /// The smoothed round trip, once measured.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.rtt.srtt
+    }
+
+    /// Whether frames are waiting to leave.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// A READ from the sled: queues the frames it asks for. False if the
+    /// READ was dropped (over its rate limit, or a repeat of one served).
+    pub fn on_read(
+        &mut self,
+        now: Duration,
+        read: &wire::Read,
+        limits: &Limits,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        self.last_seen = now;
+        self.reading = true;
+        // A new batch is dense: 128 consecutive offsets at the slot indices.
+        // Anything else is a re-request of lost frames.
+        let dense = read.count == READ_SLOTS as u64
+            && read
+                .offsets
+                .windows(2)
+                .all(|w| w[1] == w[0].wrapping_add(DATA_CHUNK as u64));
+        if dense {
+            if let Some(b) = &self.batch {
+                // The client asks for each batch once, in order: a READ
+                // for an earlier batch, or for this one within the client's
+                // 1 s re-request time, is a duplicate frame. (When a whole
+                // batch is lost, the client's re-request of all 128 slots
+                // looks exactly like the batch's first READ.)
+                let first = read.offsets[0];
+                let repeat = first == b.first && now.saturating_sub(b.asked_at) < REREQUEST_AFTER;
+                if first < b.first || repeat {
+                    return false;
+                }
+            }
+        }
+        // Per-sled rate limits (token buckets), new batches and re-requests
+        // apart: a client re-requests a slot at most once a second, so a
+        // flood of scattered READs from one MAC costs little.
+        let (bucket, rate, what) = if dense {
+            (&mut self.reads, limits.max_reads_per_sec, "READs")
+        } else {
+            (
+                &mut self.rereads,
+                limits.max_rereads_per_sec,
+                "re-request READs",
+            )
+        };
+        if !bucket.take(now, rate as f64) {
+            self.dropped_reads += 1;
+            let due = self
+                .last_drop_report
+                .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
+            if due {
+                events.push(Event::Ignored {
+                    mac: self.mac,
+                    why: format!(
+                        "{what} over the limit of {rate} a second: {} dropped so far",
+                        self.dropped_reads
+                    ),
+                });
+                self.last_drop_report = Some(now);
+            }
+            return false;
+        }
+        if dense {
+            let first = read.offsets[0];
+            if let Some(b) = &self.batch {
+                if first == b.first.wrapping_add(BATCH_BYTES) {
+                    self.answered(now, *b, limits);
+                }
+            } else if let Some(t) = self.offered_at.take() {
+                // OFFER to first READ: the path's least round trip, with
+                // no batch queued anywhere; not an estimate for batches.
+                self.rtt.min_rtt = Some(now.saturating_sub(t));
+            }
+            // The sled has every frame before this batch: whatever is
+            // still queued (a resend it no longer needs) would only cost
+            // it console lines.
+            self.queue.clear();
+            self.queue.push_back(Run {
+                start: first,
+                count: READ_SLOTS as u32,
+                resend: false,
+            });
+            self.batch = Some(Batch {
+                first,
+                asked_at: now,
+                done_at: None,
+                first_done: None,
+                resent_at: None,
+                rounds: 0,
+            });
+        } else {
+            // The client waited a second for these: send them first.
+            let offsets: Vec<u64> = read.requested().collect();
+            for &offset in offsets.iter().rev() {
+                self.queue.push_front(Run {
+                    start: offset,
+                    count: 1,
+                    resend: false,
+                });
+            }
+            self.pending_retransmits += offsets.len() as u64;
+            if let Some(b) = &mut self.batch {
+                b.done_at = None;
+            }
+        }
+        self.report_retransmits(now, events);
+        true
+    }
+
+    /// The READ that follows batch `b` came at `now`: a round-trip sample.
+    /// A batch sent once gives one (from its last frame to this READ). A
+    /// resent one is ambiguous (Karn): if the READ came sooner after the
+    /// resend than the shortest round trip seen, it answered the first
+    /// sending (the timeout was too short: busy, not lost) and the sample
+    /// is from that sending; otherwise it gives none, and one doubling of
+    /// the backoff is undone (the resend was needed).
+    fn answered(&mut self, now: Duration, b: Batch, limits: &Limits) {
+        let Some(first_done) = b.first_done else {
+            return;
+        };
+        let first_answered = match b.resent_at {
+            None => true,
+            Some(r) => self.rtt.min_rtt.is_some_and(|m| now.saturating_sub(r) < m),
+        };
+        if first_answered {
+            self.rtt.sample(now.saturating_sub(first_done), limits);
+        } else {
+            self.rtt.loss_confirmed(limits);
+        }
+    }
+
+    /// When [`Session::on_timer`] next has work: the resend deadline.
+    pub fn next_timer(&self, limits: &Limits) -> Option<Duration> {
+        if limits.resend_after.is_zero() {
+            return None;
+        }
+        let b = self.batch.as_ref()?;
+        if b.rounds >= limits.resend_rounds {
+            return None;
+        }
+        Some(b.done_at? + self.rtt.rto)
+    }
+
+    /// Timers: resends the batch when the sled's next READ is overdue.
+    pub fn on_timer(&mut self, now: Duration, limits: &Limits, events: &mut Vec<Event>) {
+        let Some(at) = self.next_timer(limits) else {
+            return;
+        };
+        if now < at {
+            return;
+        }
+        let Some(b) = &mut self.batch else { return };
+        // No READ since this batch left: a frame of it was lost (likely),
+        // or the READ after it was. First resend the batch: the client
+        // takes the frames it waits for and drops the rest, and its next
+        // READ cancels what is still queued. Then the next batch alone, in
+        // case that READ was lost (the client then waits for exactly
+        // those); from the third round on, both.
+        b.rounds += 1;
+        b.done_at = None;
+        b.resent_at = Some(now);
+        let next = b.first.saturating_add(BATCH_BYTES);
+        let runs: &[u64] = match b.rounds {
+            1 => &[b.first],
+            2 => &[next],
+            _ => &[b.first, next],
+        };
+        for &start in runs {
+            self.queue.push_back(Run {
+                start,
+                count: READ_SLOTS as u32,
+                resend: true,
+            });
+        }
+        self.rtt.back_off(limits);
+        self.resent_batches += 1;
+        self.pending_resent += 1;
+        self.report_retransmits(now, events);
+    }
+
+    /// When the sled's pace lets its next frame leave (`now` if it may).
+    pub fn ready_at(&mut self, now: Duration) -> Duration {
+        let paced = match &mut self.pace {
+            Some(p) => p.ready_at(now),
+            None => now,
+        };
+        match self.queue.front() {
+            Some(r) if r.resend => paced.max(self.next_resend),
+            _ => paced,
+        }
+    }
+
+    /// When to wake up for this sled's next frames: when its pace allows
+    /// [`WAKE_FRAMES`] of them (or the next resent one may leave).
+    pub fn wake_at(&mut self, now: Duration) -> Duration {
+        let frames = WAKE_FRAMES * wire::wire_len(wire::DATA_FRAME_LEN) as u64;
+        let paced = match &mut self.pace {
+            Some(p) => p.full_for(now, frames),
+            None => now,
+        };
+        match self.queue.front() {
+            Some(r) if r.resend => self.ready_at(now).max(self.next_resend),
+            _ => paced,
+        }
+    }
+
+    /// Sends the next queued frame, if any. Returns the frame's length.
+    pub fn emit(&mut self, now: Duration, ctx: &mut SendCtx<'_>) -> Option<usize> {
+        let run = self.queue.front_mut()?;
+        if run.resend {
+            self.next_resend = now + RESEND_GAP;
+        }
+        let offset = run.start;
+        run.start = run.start.saturating_add(DATA_CHUNK as u64);
+        run.count -= 1;
+        if run.count == 0 {
+            self.queue.pop_front();
+        }
+        let size = self.image.size();
+        // Offsets at or past the end get an empty DATA: the client's EOF.
+        let len = if offset >= size {
+            0
+        } else {
+            (size - offset).min(DATA_CHUNK as u64) as usize
+        };
+        let mut small = [0u8; DATA_CHUNK];
+        let bytes: &[u8] = if len == 0 {
+            &[]
+        } else if let Some(at) = self.cached(offset, len) {
+            &self.cache[at..at + len]
+        } else {
+            let r = self.image.read_exact_at(&mut small[..len], offset);
+            if let Err(e) = r {
+                ctx.events.push(Event::ReadError {
+                    mac: self.mac,
+                    image: self.image.name.clone(),
+                    error: e.to_string(),
+                });
+                self.after_emit(now, 0);
+                return Some(0);
+            }
+            &small[..len]
+        };
+        ctx.out
+            .push(self.mac, ctx.from, &Repr::Data { offset, bytes });
+        let frame = wire::ETH_HEADER_LEN + wire::field::HEADER_LEN + 8 + len;
+        self.sent += len as u64;
+        self.frames += 1;
+        self.high = self.high.max(offset.saturating_add(len as u64).min(size));
+        self.after_emit(now, frame);
+        Some(frame)
+    }
+
+    fn after_emit(&mut self, now: Duration, frame: usize) {
+        if let Some(p) = &mut self.pace {
+            p.spend(frame.max(wire::ETH_MIN_FRAME));
+        }
+        if self.queue.is_empty() {
+            if let Some(b) = &mut self.batch {
+                b.done_at = Some(now);
+                b.first_done.get_or_insert(now);
+            }
+        }
+    }
+
+    /// Where `offset..offset + len` is in the cache, reading its 128 KiB
+    /// batch into it first when it is not there. `None` if the bytes are
+    /// not within one batch, or cannot be read (the caller reads them
+    /// alone and reports the error).
+    fn cached(&mut self, offset: u64, len: usize) -> Option<usize> {
+        let hit = |s: &Session| {
+            offset >= s.cache_at && offset - s.cache_at + len as u64 <= s.cache.len() as u64
+        };
+        if !hit(self) {
+            let start = offset - offset % BATCH_BYTES;
+            let n = (self.image.size() - start).min(BATCH_BYTES) as usize;
+            self.cache.resize(n, 0);
+            if self.image.read_exact_at(&mut self.cache, start).is_err() {
+                self.cache.clear();
+                return None;
+            }
+            self.cache_at = start;
+            if !hit(self) {
+                return None;
+            }
+        }
+        Some((offset - self.cache_at) as usize)
+    }
+
+    /// One event a second at most for a sled's retransmissions.
+    fn report_retransmits(&mut self, now: Duration, events: &mut Vec<Event>) {
+        let due = self
+            .last_retransmit_report
+            .is_none_or(|t| now.saturating_sub(t) >= Duration::from_secs(1));
+        if due && (self.pending_retransmits > 0 || self.pending_resent > 0) {
+            events.push(Event::Retransmit {
+                mac: self.mac,
+                blocks: self.pending_retransmits,
+                resent: self.pending_resent,
+            });
+            self.pending_retransmits = 0;
+            self.pending_resent = 0;
+            self.last_retransmit_report = Some(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_estimate_follows_round_trips_within_its_bounds() {
+        let limits = Limits::default();
+        let mut r = Rtt::new(&limits);
+        assert_eq!(r.rto, Duration::from_millis(50));
+        for _ in 0..20 {
+            r.sample(Duration::from_millis(10), &limits);
+        }
+        // srtt 10 ms, rttvar decays toward 0: rto toward 10 ms.
+        assert!(r.rto >= Duration::from_millis(10) && r.rto < Duration::from_millis(12));
+        for _ in 0..80 {
+            r.sample(Duration::from_micros(100), &limits);
+        }
+        assert_eq!(r.rto, limits.resend_after, "the floor");
+        for _ in 0..16 {
+            r.back_off(&limits);
+        }
+        assert_eq!(r.rto, limits.resend_after * 8, "eight times at most");
+        r.sample(Duration::from_secs(5), &limits);
+        assert_eq!(r.rto, limits.resend_max, "the cap");
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert_eq!(Limits::default().check(), Ok(()));
+        let bad = |l: Limits| l.check().unwrap_err().to_string();
+        let d = Limits::default;
+        assert_eq!(
+            bad(Limits {
+                resend_rounds: 32,
+                ..d()
+            }),
+            "resend-rounds: 32 is out of range: 0 to 10"
+        );
+        assert!(bad(Limits {
+            max_sessions: 0,
+            ..d()
+        })
+        .starts_with("max-sessions: 0 "));
+        assert!(bad(Limits {
+            resend_after: Duration::from_millis(300),
+            resend_max: Duration::from_millis(200),
+            ..d()
+        })
+        .starts_with("resend-max-ms: 200 "));
+        assert!(bad(Limits {
+            resend_after: Duration::from_secs(1),
+            ..d()
+        })
+        .starts_with("resend-after-ms: 1000 "));
+        assert!(bad(Limits {
+            idle_timeout: Duration::ZERO,
+            ..d()
+        })
+        .starts_with("idle-timeout-secs: 0 "));
+    }
+}
