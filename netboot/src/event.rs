@@ -371,7 +371,8 @@ mod tests {
         let lines: Vec<String> = one_of_each().iter().map(ToString::to_string).collect();
         assert_eq!(
             lines[0],
-            "serving on eth0 (02:00:00:00:00:01, sending with AF_XDP)"
+            "serving on eth0 (02:00:00:00:00:01, sending with AF_XDP), 1 image:\n    \
+             demo: 1048576 bytes, sha256 abababababab, for 02:00:00:00:00:01, any other"
         );
         assert_eq!(
             lines[4],
