@@ -79,7 +79,7 @@ impl Default for Limits {
             max_sessions: 1024,
             max_reads_per_sec: 5_000,
             max_rereads_per_sec: 64,
-            resend_after: Duration::from_millis(5),
+            resend_after: Duration::from_millis(10),
             resend_max: Duration::from_millis(250),
             resend_rounds: 2,
             rate: None,
