@@ -10,6 +10,7 @@
 //! - [`image`]: verified images and which sled gets which.
 //! - [`sim`]: a deterministic, virtual-time network for tests.
 
+pub mod cohort;
 pub mod config;
 pub mod event;
 pub mod image;
