@@ -93,8 +93,11 @@ struct Member {
     served: bool,
     /// Slots of that batch any frame was sent to it for.
     sent: u128,
-    /// Whether that batch was resent to it.
-    resent: bool,
+    /// Resend rounds for that batch: 1, the batch again; 2, the next
+    /// batch (its READ may have been lost).
+    rounds: u32,
+    /// When the last frame of its round-1 resend left.
+    resend_done: Option<Duration>,
 }
 
 impl Member {
@@ -106,7 +109,8 @@ impl Member {
             asked_at: now,
             served: false,
             sent: 0,
-            resent: false,
+            rounds: 0,
+            resend_done: None,
         }
     }
 
@@ -288,8 +292,11 @@ impl Cohort {
         if dense && !again {
             if m.reading && first == m.asked.saturating_add(BATCH_BYTES) {
                 // The READ that follows the cohort's batch: a round trip,
-                // unless it was resent to this member (Karn).
-                if self.batch == Some(m.asked) && !m.resent {
+                // unless it was resent to this member (Karn); then the
+                // resend was needed: one doubling is undone.
+                if m.rounds > 0 {
+                    self.rtt.loss_confirmed(limits);
+                } else if self.batch == Some(m.asked) {
                     if let Some(d) = self.batch_done {
                         self.rtt.sample(now.saturating_sub(d), limits);
                     }
@@ -302,7 +309,8 @@ impl Cohort {
                 asked_at: now,
                 served: false,
                 sent: 0,
-                resent: false,
+                rounds: 0,
+                resend_done: None,
             };
             self.drop_queued_for(mac);
             self.advance();
@@ -310,12 +318,17 @@ impl Cohort {
         }
         // A re-request (the client's own, after 1 s; all 128 slots look
         // like the batch's first READ).
-        if !m.reading {
-            // A resumed sled's first READ is a re-request (the server
-            // restarted mid-batch): it waits for exactly these slots of
-            // their batch (batches start at multiples of 128 KiB) and has
-            // the others.
-            let Some(&o) = read.requested().collect::<Vec<_>>().first() else {
+        let requested: Vec<u64> = read.requested().collect();
+        let elsewhere = requested
+            .first()
+            .is_some_and(|&o| slot(m.asked, o).is_none());
+        if !dense && (!m.reading || (m.served && elsewhere)) {
+            // A re-request says exactly what the sled waits for: these
+            // slots of their batch (batches start at multiples of 128 KiB),
+            // and it has the others. So a resumed sled's first READ (the
+            // server restarted mid-batch), or a member that was not where
+            // the server's guess (round 2) put it, is in sync again.
+            let Some(&o) = requested.first() else {
                 return false;
             };
             let batch = o - o % BATCH_BYTES;
@@ -332,7 +345,8 @@ impl Cohort {
                 asked_at: now,
                 served: true,
                 sent: !waiting,
-                resent: false,
+                rounds: limits.resend_rounds,
+                resend_done: None,
             };
         } else if !m.served {
             // Held members have been sent nothing: their batch goes out
@@ -398,46 +412,70 @@ impl Cohort {
         for (mac, why) in leaving {
             self.leave(mac, why, sessions, events);
         }
-        if let Some(at) = self.resend_at(limits) {
-            if now >= at {
-                let b = self.batch.unwrap_or(0);
-                let mut any = false;
-                for (mac, m) in self.members.iter_mut() {
-                    if m.reading && m.served && m.asked == b && !m.resent {
-                        m.resent = true;
-                        any = true;
-                        for i in 0..READ_SLOTS as u64 {
-                            self.queue.push_back(Frame {
-                                offset: b.saturating_add(i * DATA_CHUNK as u64),
-                                dest: Dest::Sled(*mac),
-                                resend: true,
-                            });
-                        }
-                        if let Some(s) = sessions.get_mut(mac) {
-                            s.note_retransmits(now, 0, 1, events);
-                        }
-                    }
-                }
-                if any {
-                    self.rtt.back_off(limits);
-                }
+        let due: Vec<(Mac, u32)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| self.due(m, limits).is_some_and(|t| now >= t))
+            .map(|(mac, m)| (*mac, m.rounds))
+            .collect();
+        for (mac, rounds) in due {
+            let Some(m) = self.members.get_mut(&mac) else {
+                continue;
+            };
+            m.rounds += 1;
+            let b = m.asked;
+            if rounds == 0 {
+                // Round 1: its batch again, spaced for its console; its
+                // next READ cancels the rest.
+                m.resend_done = None;
+                self.queue_batch(b, Dest::Sled(mac), true);
+            } else {
+                // Round 2: its READ for the next batch was lost, likely:
+                // it gets that batch by unicast (the others too, then: it
+                // may have those frames, so they are never broadcast).
+                let next = b.saturating_add(BATCH_BYTES);
+                m.asked = next;
+                m.asked_at = now;
+                m.served = true;
+                // A guess: never count it as waiting for a broadcast.
+                m.sent = u128::MAX;
+                m.resend_done = None;
+                self.drop_queued_for(mac);
+                self.queue_batch(next, Dest::Sled(mac), false);
+            }
+            self.rtt.back_off(limits);
+            if let Some(s) = sessions.get_mut(&mac) {
+                s.note_retransmits(now, 0, 1, events);
             }
         }
         self.advance();
     }
 
-    /// When members still on the cohort's batch get it again: its last
-    /// frame's departure plus the resend timeout.
-    fn resend_at(&self, limits: &Limits) -> Option<Duration> {
-        if limits.resend_after.is_zero() || limits.resend_rounds == 0 {
+    /// When member `m`'s next READ is overdue: the cohort's batch (round
+    /// 0) or its resend (round 1) left, plus the resend timeout.
+    fn due(&self, m: &Member, limits: &Limits) -> Option<Duration> {
+        if limits.resend_after.is_zero() || m.rounds >= limits.resend_rounds.min(2) {
             return None;
         }
-        let b = self.batch?;
-        let done = self.batch_done?;
-        self.members
-            .values()
-            .any(|m| m.reading && m.served && m.asked == b && !m.resent)
-            .then(|| done + self.rtt.rto)
+        if !(m.reading && m.served) {
+            return None;
+        }
+        let done = match m.rounds {
+            0 if self.batch == Some(m.asked) => self.batch_done?,
+            1 => m.resend_done?,
+            _ => return None,
+        };
+        Some(done + self.rtt.rto)
+    }
+
+    fn queue_batch(&mut self, first: u64, dest: Dest, resend: bool) {
+        for i in 0..READ_SLOTS as u64 {
+            self.queue.push_back(Frame {
+                offset: first.saturating_add(i * DATA_CHUNK as u64),
+                dest,
+                resend,
+            });
+        }
     }
 
     fn next_timer(
@@ -455,8 +493,10 @@ impl Cohort {
                 at = at.min(m.since + OFFER_WAIT);
             }
         }
-        if let Some(t) = self.resend_at(limits) {
-            at = at.min(t);
+        for m in self.members.values() {
+            if let Some(t) = self.due(m, limits) {
+                at = at.min(t);
+            }
         }
         at
     }
@@ -520,6 +560,13 @@ impl Cohort {
             };
             if f.resend {
                 self.next_resend = now + RESEND_GAP;
+                let more = self
+                    .queue
+                    .iter()
+                    .any(|g| g.dest == Dest::Sled(to) && g.resend);
+                if let Some(m) = self.members.get_mut(&to).filter(|_| !more) {
+                    m.resend_done = Some(now);
+                }
             }
             return Some(self.send(now, f.offset, to, sessions, ctx));
         }

@@ -302,7 +302,7 @@ impl Rtt {
 
     /// A resent batch answered by its resend: a frame was lost, the
     /// timeout was not too short. One doubling is undone.
-    fn loss_confirmed(&mut self, limits: &Limits) {
+    pub(crate) fn loss_confirmed(&mut self, limits: &Limits) {
         self.backoff = 0;
         self.update(limits);
     }

@@ -154,7 +154,7 @@ fn thirty_two_sleds_boot_in_one_cohort_with_every_frame_sent_once() {
 /// cancelled by its next READ: at most a batch of console lines, 128, per
 /// loss, half of that on average) or the frames it asks for again; the
 /// others wait. A sled of a 4 MiB boot loses about 4 frames: the bound is
-/// 100 lines per MiB on average (400; measured 307, as unicast pays) and
+/// 100 lines per MiB on average (400; measured 254, as unicast pays) and
 /// ten losses' worth, 1280, for the unluckiest sled (measured 609). No
 /// broadcast frame is ever dropped.
 #[test]
