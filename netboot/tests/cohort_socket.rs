@@ -32,7 +32,11 @@ fn sledsim(lab: &Lab, host: &str, mac: &str, count: usize, img: &std::path::Path
 }
 
 /// Each sled's JSON line: booted (sledsim checked the SHA-256 against the
-/// image's header), with no dropped-DATA console line.
+/// image's header), and not one broadcast frame it was not waiting for
+/// (the cohort invariant). Real sockets on a busy host do lose frames (a
+/// full socket buffer): each costs its sled a unicast repair, at most a
+/// batch of console lines; without loss there are none (the simulated
+/// tests pin that), so a few losses are allowed here: 4 batches' worth.
 fn check_sleds(out: &std::process::Output, count: usize) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -47,7 +51,11 @@ fn check_sleds(out: &std::process::Output, count: usize) {
     assert_eq!(lines.len(), count, "{text}");
     for v in &lines {
         assert_eq!(v["result"], "booted", "{v}");
-        assert_eq!(v["dropped_data"], 0, "console lines: {v}");
+        assert_eq!(v["dropped_broadcast"], 0, "stray broadcast frames: {v}");
+        assert!(
+            v["dropped_data"].as_u64().unwrap() <= 512,
+            "console lines: {v}"
+        );
     }
 }
 
@@ -89,7 +97,7 @@ fn eight_sleds_in_one_cohort_and_a_late_sled_in_the_next() {
         }
     });
     let mut events = Vec::new();
-    let mut wait_for = |what: &str, events: &mut Vec<serde_json::Value>| {
+    let wait_for = |what: &str, events: &mut Vec<serde_json::Value>| {
         let until = Instant::now() + Duration::from_secs(30);
         while Instant::now() < until {
             if let Ok(v) = rx.recv_timeout(Duration::from_millis(100)) {
@@ -157,8 +165,9 @@ fn eight_sleds_in_one_cohort_and_a_late_sled_in_the_next() {
         .collect();
     assert_eq!(done.len(), 2, "{events:#?}");
     assert_eq!(done[0]["booted"], 8);
-    // One cohort's frames once: every DATA frame broadcast, none unicast.
-    assert_eq!(done[0]["broadcast"], 32 << 10, "{:#}", done[0]);
-    assert_eq!(done[0]["unicast"], 0, "{:#}", done[0]);
+    // One cohort's frames once: each DATA frame broadcast at most once, and
+    // nearly all of them were (the rest went by unicast after a loss).
+    let broadcast = done[0]["broadcast"].as_u64().unwrap();
+    assert!((30 << 10..=32 << 10).contains(&broadcast), "{:#}", done[0]);
     drop(lab);
 }
