@@ -36,13 +36,14 @@
 //!   is otherwise ignored until the cohort is done (the client re-requests
 //!   every second; nothing is sent to it).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::event::{mb_per_s, Event};
 use crate::image::ServedImage;
 use crate::pace;
+use crate::server::Sessions;
 use crate::session::REREQUEST_AFTER;
 use crate::session::{is_dense, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP};
 use crate::sled::HELLO_INTERVAL;
@@ -200,13 +201,7 @@ impl Cohort {
         self.queue.retain(|f| f.dest != Dest::Sled(mac));
     }
 
-    fn leave(
-        &mut self,
-        mac: Mac,
-        why: String,
-        sessions: &mut HashMap<Mac, Session>,
-        events: &mut Vec<Event>,
-    ) {
+    fn leave(&mut self, mac: Mac, why: String, sessions: &mut Sessions, events: &mut Vec<Event>) {
         if self.members.remove(&mac).is_none() {
             return;
         }
@@ -384,7 +379,7 @@ impl Cohort {
         &mut self,
         now: Duration,
         limits: &Limits,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
     ) {
         // Sessions expired (idle timeout) or evicted are members no more.
@@ -478,12 +473,7 @@ impl Cohort {
         }
     }
 
-    fn next_timer(
-        &self,
-        now: Duration,
-        limits: &Limits,
-        sessions: &HashMap<Mac, Session>,
-    ) -> Duration {
+    fn next_timer(&self, now: Duration, limits: &Limits, sessions: &Sessions) -> Duration {
         let mut at = now + Duration::from_secs(1);
         for (mac, m) in &self.members {
             if m.reading {
@@ -518,7 +508,7 @@ impl Cohort {
     fn emit(
         &mut self,
         now: Duration,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         ctx: &mut SendCtx<'_>,
     ) -> Option<usize> {
         while let Some(f) = self.queue.pop_front() {
@@ -578,7 +568,7 @@ impl Cohort {
         _now: Duration,
         offset: u64,
         to: Mac,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         ctx: &mut SendCtx<'_>,
     ) -> usize {
         let size = self.image.size();
@@ -610,7 +600,7 @@ impl Cohort {
         if let Some(p) = &mut self.pace {
             p.spend(frame.max(wire::ETH_MIN_FRAME));
         }
-        let mark = |mac: &Mac, m: &mut Member, sessions: &mut HashMap<Mac, Session>| {
+        let mark = |mac: &Mac, m: &mut Member, sessions: &mut Sessions| {
             if let Some(i) = slot(m.asked, offset) {
                 m.sent |= 1 << i;
             }
@@ -683,7 +673,7 @@ impl Cohorts {
         mac: Mac,
         image: Arc<ServedImage>,
         limits: &Limits,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
     ) {
         if let Some(c) = &mut self.current {
@@ -738,7 +728,7 @@ impl Cohorts {
         mac: Mac,
         image: Arc<ServedImage>,
         limits: &Limits,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
     ) -> bool {
         if sessions.len() >= limits.max_sessions {
@@ -779,7 +769,7 @@ impl Cohorts {
         mac: Mac,
         read: &wire::Read,
         limits: &Limits,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
     ) -> bool {
         let (Some(c), Some(s)) = (&mut self.current, sessions.get_mut(&mac)) else {
@@ -828,7 +818,7 @@ impl Cohorts {
         now: Duration,
         limits: &Limits,
         server: Mac,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
         out: &mut Outbox,
     ) {
@@ -869,7 +859,7 @@ impl Cohorts {
         image: Arc<ServedImage>,
         limits: &Limits,
         server: Mac,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         events: &mut Vec<Event>,
         out: &mut Outbox,
     ) {
@@ -918,7 +908,7 @@ impl Cohorts {
         &mut self,
         now: Duration,
         limits: &Limits,
-        sessions: &HashMap<Mac, Session>,
+        sessions: &Sessions,
     ) -> (Duration, Option<Duration>) {
         let mut at = now + Duration::from_secs(1);
         if let Some((_, until)) = &self.gathering {
@@ -942,7 +932,7 @@ impl Cohorts {
     pub(crate) fn emit(
         &mut self,
         now: Duration,
-        sessions: &mut HashMap<Mac, Session>,
+        sessions: &mut Sessions,
         ctx: &mut SendCtx<'_>,
     ) -> Option<usize> {
         let c = self.current.as_mut()?;

@@ -43,11 +43,14 @@ impl Pacer {
     }
 }
 
+/// The session table, by MAC.
+pub(crate) type Sessions = HashMap<Mac, Session>;
+
 /// The server state machine.
 pub struct Server {
     mac: Mac,
     catalog: Catalog,
-    sessions: HashMap<Mac, Session>,
+    sessions: Sessions,
     limits: Limits,
     events: Vec<Event>,
     pacer: Pacer,

@@ -42,9 +42,9 @@ const HEADER: &str = "| network | sleds | loss each way | wall | floor | wall / 
 
 /// Under a cohort row: its time against one sled's alone (unicast, no
 /// loss), the issue's measure (a unicast rack needs `sleds` times that).
-fn cohort_note(sleds: usize, r: &RackReport, alone: Duration) -> String {
+fn cohort_note(network: &str, sleds: usize, r: &RackReport, alone: Duration) -> String {
     format!(
-        "cohort of {sleds}: wall {:.3} s = {:.2} x one sled alone ({:.3} s); the slowest sled's boot from its OFFER {:.3} s = {:.2} x",
+        "{network}, cohort of {sleds}: wall {:.3} s = {:.2} x one sled alone ({:.3} s); the slowest sled's boot from its OFFER {:.3} s = {:.2} x",
         r.wall.as_secs_f64(),
         r.wall.as_secs_f64() / alone.as_secs_f64().max(1e-9),
         alone.as_secs_f64(),
@@ -119,7 +119,7 @@ pub fn rack(opts: Options) -> Result<()> {
                     }
                     let network = format!("{}, cohort", topology.describe());
                     println!("{}", row(&network, sleds, loss, &report));
-                    notes.push(cohort_note(sleds, &report, alone));
+                    notes.push(cohort_note(&topology.describe(), sleds, &report, alone));
                 }
             }
         }
@@ -223,7 +223,6 @@ mod lab {
         .quiet()
         .run()?;
         let mut args: Vec<&std::ffi::OsStr> = vec![
-            "--json".as_ref(),
             "--rate".as_ref(),
             "1gbit".as_ref(),
             "eth0".as_ref(),
@@ -237,7 +236,7 @@ mod lab {
         let events = std::thread::spawn(move || {
             lines
                 .map_while(|l| l.ok())
-                .filter(|l| l.contains("\"event\":\"retransmit\""))
+                .filter(|l| l.contains("] RETRANSMIT "))
                 .count() as u64
         });
         let t0 = Instant::now();
@@ -343,7 +342,7 @@ mod lab {
                     }
                     if broadcast {
                         if let Some(a) = alone {
-                            notes.push(super::cohort_note(sleds, r, a));
+                            notes.push(super::cohort_note("lab tbf 1gbit", sleds, r, a));
                         }
                     }
                 }
