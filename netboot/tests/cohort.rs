@@ -352,3 +352,44 @@ fn unknown_macs_are_refused_and_broadcast_is_off_by_default() {
         .any(|e| matches!(e, Event::Offer { mac, .. } if *mac == sled_mac(1))));
     assert!(!Limits::default().broadcast);
 }
+
+/// A flood of HELLOs from 10,000 MACs: the lobby stays within
+/// `max-sessions`, the fake members (they never READ) leave their cohort
+/// after 1.5 s, and the real sled boots.
+#[test]
+fn a_hello_flood_from_ten_thousand_macs_does_not_stop_a_real_sled() {
+    let img = image(1 << 20, 9);
+    let limits = Limits {
+        max_sessions: 64,
+        ..limits()
+    };
+    let mut c = Catalog::new();
+    let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
+    c.set_default(Some(i));
+    let server = Server::new(SERVER, c, limits);
+    let sled = Sled::new(sled_mac(0), sha(&img)).keep_image();
+    let mut sim = Sim::new(server, vec![sled], Faults::default(), 5).on(SEGMENT);
+    let mut out = netboot::Outbox::new();
+    for k in 0..10_000u32 {
+        let b = k.to_be_bytes();
+        let mac = Mac([6, 0, b[0], b[1], b[2], b[3]]);
+        out.push(
+            Mac::BROADCAST,
+            mac,
+            &netboot::wire::Repr::Hello { text: b"x" },
+        );
+    }
+    for f in out.frames() {
+        sim.inject_to_server(f);
+    }
+    let booted = |s: &Sim| s.sleds[0].outcome().is_some();
+    assert!(
+        sim.run_until(Duration::from_secs(60), booted),
+        "{:?}",
+        sim.now
+    );
+    assert_booted(&sim, 0, &img);
+    let waiting = sim.server.as_ref().unwrap().cohorts().unwrap().waiting();
+    assert!(waiting <= 64, "{waiting}");
+    assert!(sim.server.as_ref().unwrap().sessions().count() <= 64);
+}
