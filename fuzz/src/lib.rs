@@ -70,8 +70,14 @@ const SERVER: Mac = Mac([2, 0, 0, 0, 0, 0xfe]);
 
 /// Any sequence of frames from any of a few MACs, at any times: the server
 /// state machine never panics and never keeps more sessions than its
-/// limit. Each record is [MAC selector, time step, length / 6, bytes].
+/// limit, unicast and with broadcast cohorts. Each record is [MAC
+/// selector, time step, length / 6, bytes].
 pub fn server(data: &[u8]) {
+    server_with(data, false);
+    server_with(data, true);
+}
+
+fn server_with(data: &[u8], broadcast: bool) {
     let mut c = Catalog::new();
     let img: Vec<u8> = (0..(1 << 20) + (128 << 10)).map(|i| i as u8).collect();
     let i = c.add(ServedImage::from_memory("img", img).expect("a servable size"));
@@ -79,6 +85,7 @@ pub fn server(data: &[u8]) {
     c.assign(Mac([2, 0, 0, 0, 0, 2]), i);
     let limits = Limits {
         max_sessions: 3,
+        broadcast,
         ..Limits::default()
     };
     let mut server = Server::new(SERVER, c, limits);

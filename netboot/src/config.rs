@@ -13,6 +13,8 @@
 //! resend-rounds = 3             # optional
 //! rate = "1gbit"                # optional: the server link's rate (default: the interface's speed)
 //! sled-rate = "1gbit"           # optional: each sled's rate, or "off"
+//! broadcast = false             # optional: broadcast cohorts (only server on the segment!)
+//! cohort-window-ms = 4500       # optional: how long a cohort gathers HELLOs
 //!
 //! [[image]]
 //! name = "demo"
@@ -47,6 +49,8 @@ struct Raw {
     resend_rounds: Option<u32>,
     rate: Option<String>,
     sled_rate: Option<String>,
+    broadcast: Option<bool>,
+    cohort_window_ms: Option<u64>,
     #[serde(default)]
     image: Vec<RawImage>,
     #[serde(default)]
@@ -205,6 +209,10 @@ impl Config {
             resend_rounds: raw.resend_rounds.unwrap_or(defaults.resend_rounds),
             rate: rate("rate", &raw.rate, defaults.rate)?,
             sled_rate: rate("sled-rate", &raw.sled_rate, defaults.sled_rate)?,
+            broadcast: raw.broadcast.unwrap_or(defaults.broadcast),
+            cohort_window: raw
+                .cohort_window_ms
+                .map_or(defaults.cohort_window, Duration::from_millis),
         };
         limits.check().map_err(|e| {
             field(

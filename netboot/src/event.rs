@@ -45,6 +45,9 @@ pub enum Event {
         image: String,
         #[serde(rename = "bytes")]
         size: u64,
+        /// The broadcast cohort the sled is offered with (`--broadcast`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cohort: Option<u64>,
     },
     /// A sled with no session (the server restarted mid-boot) asked for
     /// data: its boot continues from its image.
@@ -60,6 +63,43 @@ pub enum Event {
         elapsed: Duration,
         /// 10^6 bytes a second.
         mb_per_s: f64,
+        /// The broadcast cohort the sled booted in (`--broadcast`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cohort: Option<u64>,
+    },
+    /// A broadcast cohort formed (`--broadcast`): these sleds were offered
+    /// `image` together and get each batch in one broadcast.
+    Cohort {
+        cohort: u64,
+        image: String,
+        sleds: usize,
+    },
+    /// A broadcast cohort ended: every member finished or left. The rate
+    /// is the image's bytes over the cohort's time, each sled's rate.
+    CohortDone {
+        cohort: u64,
+        image: String,
+        booted: usize,
+        left: usize,
+        #[serde(rename = "seconds", serialize_with = "seconds")]
+        elapsed: Duration,
+        mb_per_s: f64,
+        /// DATA frames sent broadcast, and unicast (repairs, catching up).
+        broadcast: u64,
+        unicast: u64,
+    },
+    /// A sled said HELLO while a cohort is in transfer (or another image
+    /// is gathering): it gets no OFFER yet and joins the next cohort.
+    Waiting {
+        mac: Mac,
+        image: String,
+    },
+    /// A member left its cohort (silent, or said HELLO again): the others
+    /// go on without it.
+    Left {
+        mac: Mac,
+        cohort: u64,
+        why: String,
     },
     /// Retransmissions for a sled (lost frames), at most one event a
     /// second: blocks the sled asked for again, and batches the server
@@ -125,7 +165,17 @@ impl Event {
             bytes,
             elapsed,
             mb_per_s: mb_per_s(bytes, elapsed),
+            cohort: None,
         }
+    }
+
+    /// The same event, marked with the broadcast cohort it belongs to
+    /// (OFFER and FINISHED; other events unchanged).
+    pub fn in_cohort(mut self, c: Option<u64>) -> Event {
+        if let Event::Offer { cohort, .. } | Event::Finished { cohort, .. } = &mut self {
+            *cohort = c;
+        }
+        self
     }
 
     /// The event's kind, as in its JSON `event` field.
@@ -136,6 +186,10 @@ impl Event {
             Event::Offer { .. } => "offer",
             Event::Resumed { .. } => "resumed",
             Event::Finished { .. } => "finished",
+            Event::Cohort { .. } => "cohort",
+            Event::CohortDone { .. } => "cohort-done",
+            Event::Waiting { .. } => "waiting",
+            Event::Left { .. } => "left",
             Event::Retransmit { .. } => "retransmit",
             Event::Reset { .. } => "reset",
             Event::Refused { .. } => "refused",
@@ -205,7 +259,18 @@ impl std::fmt::Display for Event {
                 Ok(())
             }
             Event::Hello { mac } => write!(f, "HELLO from {mac}"),
-            Event::Offer { mac, image, size } => write!(f, "OFFER {image} ({size} bytes) to {mac}"),
+            Event::Offer {
+                mac,
+                image,
+                size,
+                cohort,
+            } => {
+                write!(f, "OFFER {image} ({size} bytes) to {mac}")?;
+                match cohort {
+                    Some(c) => write!(f, " (cohort {c})"),
+                    None => Ok(()),
+                }
+            }
             Event::Resumed { mac, image } => {
                 write!(
                     f,
@@ -218,11 +283,46 @@ impl std::fmt::Display for Event {
                 elapsed,
                 bytes,
                 mb_per_s,
+                cohort,
+            } => {
+                write!(
+                    f,
+                    "FINISHED {mac}: {image}, {bytes} bytes in {:.2} s ({mb_per_s:.1} MB/s)",
+                    elapsed.as_secs_f64(),
+                )?;
+                match cohort {
+                    Some(c) => write!(f, " (cohort {c})"),
+                    None => Ok(()),
+                }
+            }
+            Event::Cohort {
+                cohort,
+                image,
+                sleds,
             } => write!(
                 f,
-                "FINISHED {mac}: {image}, {bytes} bytes in {:.2} s ({mb_per_s:.1} MB/s)",
+                "COHORT {cohort}: {image} offered to {sleds} sleds at once"
+            ),
+            Event::CohortDone {
+                cohort,
+                image,
+                booted,
+                left,
+                elapsed,
+                mb_per_s,
+                broadcast,
+                unicast,
+            } => write!(
+                f,
+                "COHORT {cohort} DONE: {image}, {booted} sleds booted, {left} left, in {:.2} s \
+                 ({mb_per_s:.1} MB/s each); {broadcast} DATA frames broadcast, {unicast} unicast",
                 elapsed.as_secs_f64(),
             ),
+            Event::Waiting { mac, image } => write!(
+                f,
+                "WAITING {mac}: {image} after the cohort in transfer (no OFFER yet)"
+            ),
+            Event::Left { mac, cohort, why } => write!(f, "LEFT cohort {cohort}: {mac}: {why}"),
             Event::Retransmit {
                 mac,
                 blocks,
@@ -279,6 +379,7 @@ mod tests {
                 mac: MAC,
                 image: s("demo"),
                 size: 1 << 20,
+                cohort: None,
             },
             Event::Resumed {
                 mac: MAC,
@@ -317,6 +418,31 @@ mod tests {
                 kind: s("hello"),
                 count: 7,
             },
+            Event::Cohort {
+                cohort: 2,
+                image: s("demo"),
+                sleds: 32,
+            },
+            Event::CohortDone {
+                cohort: 2,
+                image: s("demo"),
+                booted: 31,
+                left: 1,
+                elapsed: Duration::from_secs(2),
+                mb_per_s: 1.0,
+                broadcast: 2048,
+                unicast: 5,
+            },
+            Event::Waiting {
+                mac: MAC,
+                image: s("demo"),
+            },
+            Event::Left {
+                mac: MAC,
+                cohort: 2,
+                why: s("silent"),
+            },
+            Event::finished(MAC, s("demo"), 2_000_000, Duration::from_secs(2)).in_cohort(Some(2)),
         ]
     }
 
@@ -341,6 +467,26 @@ mod tests {
             ("reloaded", &["image"]),
             ("image-failed", &["image", "error"]),
             ("suppressed", &["kind", "count"]),
+            ("cohort", &["cohort", "image", "sleds"]),
+            (
+                "cohort-done",
+                &[
+                    "cohort",
+                    "image",
+                    "booted",
+                    "left",
+                    "seconds",
+                    "mb_per_s",
+                    "broadcast",
+                    "unicast",
+                ],
+            ),
+            ("waiting", &["mac", "image"]),
+            ("left", &["mac", "cohort", "why"]),
+            (
+                "finished",
+                &["mac", "image", "bytes", "seconds", "mb_per_s", "cohort"],
+            ),
         ];
         let events = one_of_each();
         assert_eq!(events.len(), expected.len());
@@ -381,6 +527,15 @@ mod tests {
         assert_eq!(
             lines[13],
             "(7 more hello events in the last second not shown)"
+        );
+        assert_eq!(
+            lines[15],
+            "COHORT 2 DONE: demo, 31 sleds booted, 1 left, in 2.00 s (1.0 MB/s each); \
+             2048 DATA frames broadcast, 5 unicast"
+        );
+        assert_eq!(
+            lines[18],
+            "FINISHED 02:00:00:00:00:01: demo, 2000000 bytes in 2.00 s (1.0 MB/s) (cohort 2)"
         );
     }
 }

@@ -19,6 +19,7 @@ compile_error!(
     "netboot supports two systems: Linux (AF_PACKET) and illumos (DLPI); build it for one of them"
 );
 
+pub mod cohort;
 pub mod config;
 pub mod event;
 pub mod image;

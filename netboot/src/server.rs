@@ -9,10 +9,16 @@
 //! [`Session`], and shares the link between sessions: frames leave in
 //! round robin, one sled's frame at a time, no faster than the link's rate
 //! ([`Limits::rate`]) nor any sled's ([`Limits::sled_rate`]).
+//!
+//! With [`Limits::broadcast`], sleds are served in broadcast cohorts
+//! ([`crate::cohort`]) instead: HELLO puts a sled in the lobby, the
+//! cohort's OFFERs go out together, READs go to the cohort, and its frames
+//! share the link in the same way.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
+use crate::cohort::Cohorts;
 pub use crate::event::Event;
 use crate::image::{Catalog, Choice};
 use crate::pace;
@@ -37,17 +43,21 @@ impl Pacer {
     }
 }
 
+/// The session table, by MAC, in order: timers and eviction run in the same order every time,
+/// so simulations are deterministic.
+pub(crate) type Sessions = BTreeMap<Mac, Session>;
+
 /// The server state machine.
 pub struct Server {
     mac: Mac,
     catalog: Catalog,
-    /// By MAC, in order: timers and eviction run in the same order every
-    /// time, so simulations are deterministic.
-    sessions: BTreeMap<Mac, Session>,
+    sessions: Sessions,
     limits: Limits,
     events: Vec<Event>,
     pacer: Pacer,
     finished: u64,
+    /// Broadcast cohorts, with [`Limits::broadcast`].
+    cohorts: Option<Cohorts>,
 }
 
 impl Server {
@@ -64,6 +74,7 @@ impl Server {
                     .map(|r| pace::Bucket::new(r, Limits::link_burst(r), Duration::ZERO)),
                 active: VecDeque::new(),
             },
+            cohorts: limits.broadcast.then(Cohorts::default),
             limits,
             events: Vec::new(),
             finished: 0,
@@ -87,9 +98,16 @@ impl Server {
         self.sessions.iter()
     }
 
+    /// Broadcast cohorts (the lobby and the cohort in transfer), with
+    /// [`Limits::broadcast`].
+    pub fn cohorts(&self) -> Option<&Cohorts> {
+        self.cohorts.as_ref()
+    }
+
     /// Whether frames wait for the link's or a sled's pace.
     pub fn has_queued(&self) -> bool {
         self.sessions.values().any(Session::has_queued)
+            || self.cohorts.as_ref().is_some_and(Cohorts::has_queued)
     }
 
     /// How many sleds have sent FINISHED.
@@ -154,6 +172,25 @@ impl Server {
                 return;
             }
         };
+        if let Some(cohorts) = &mut self.cohorts {
+            cohorts.hello(
+                now,
+                mac,
+                image,
+                &self.limits,
+                &mut self.sessions,
+                &mut self.events,
+            );
+            cohorts.poll(
+                now,
+                &self.limits,
+                self.mac,
+                &mut self.sessions,
+                &mut self.events,
+                out,
+            );
+            return;
+        }
         if !self.sessions.contains_key(&mac) && !self.make_room(now) {
             self.events.push(Event::Ignored {
                 mac,
@@ -169,6 +206,7 @@ impl Server {
             mac,
             image: image.name.clone(),
             size: image.size(),
+            cohort: None,
         });
         // A HELLO starts the boot over: the sled gets the image on offer now.
         let mut session = Session::new(mac, image, now, &self.limits);
@@ -177,6 +215,9 @@ impl Server {
     }
 
     fn read(&mut self, now: Duration, mac: Mac, read: &wire::Read, out: &mut Outbox) {
+        if self.cohorts.is_some() {
+            return self.read_in_cohort(now, mac, read, out);
+        }
         if !self.sessions.contains_key(&mac) {
             // No session: the server restarted (or expired it) mid-boot.
             // Serve the sled's image rather than kill the boot.
@@ -196,15 +237,11 @@ impl Server {
                     self.sessions
                         .insert(mac, Session::new(mac, img, now, &self.limits));
                 }
-                choice => {
-                    let reason = match choice {
-                        Choice::Refused => "READ from a sled this server does not serve".into(),
-                        Choice::Unavailable { image } => format!("image {image} is unavailable"),
-                        Choice::Serve(_) => unreachable!(),
-                    };
-                    out.push(mac, self.mac, &Repr::Reset);
-                    self.events.push(Event::Reset { mac, reason });
-                    return;
+                Choice::Refused => {
+                    return self.reset(mac, "READ from a sled this server does not serve", out)
+                }
+                Choice::Unavailable { image } => {
+                    return self.reset(mac, &format!("image {image} is unavailable"), out)
                 }
             }
         }
@@ -214,6 +251,60 @@ impl Server {
         if session.on_read(now, read, &self.limits, &mut self.events) {
             self.pacer.wake(mac);
         }
+        self.pump(now, out);
+    }
+
+    /// RESET: the sled cannot be served (its image cannot be had).
+    fn reset(&mut self, mac: Mac, reason: &str, out: &mut Outbox) {
+        out.push(mac, self.mac, &Repr::Reset);
+        self.events.push(Event::Reset {
+            mac,
+            reason: reason.into(),
+        });
+    }
+
+    /// A READ with broadcast cohorts: to the sled's cohort; without a
+    /// session it joins or starts one, or waits.
+    fn read_in_cohort(&mut self, now: Duration, mac: Mac, read: &wire::Read, out: &mut Outbox) {
+        let Some(cohorts) = &mut self.cohorts else {
+            return;
+        };
+        if !self.sessions.contains_key(&mac) {
+            match self.catalog.choose(mac) {
+                Choice::Serve(img) => {
+                    let joined = cohorts.resume(
+                        now,
+                        mac,
+                        img,
+                        &self.limits,
+                        &mut self.sessions,
+                        &mut self.events,
+                    );
+                    if !joined {
+                        let id = cohorts.current.as_ref().map_or(0, |c| c.id);
+                        self.events.push(Event::Ignored {
+                            mac,
+                            why: format!("READ: waiting for cohort {id} to finish"),
+                        });
+                        return;
+                    }
+                }
+                Choice::Refused => {
+                    return self.reset(mac, "READ from a sled this server does not serve", out)
+                }
+                Choice::Unavailable { image } => {
+                    return self.reset(mac, &format!("image {image} is unavailable"), out)
+                }
+            }
+        }
+        cohorts.on_read(
+            now,
+            mac,
+            read,
+            &self.limits,
+            &mut self.sessions,
+            &mut self.events,
+        );
         self.pump(now, out);
     }
 
@@ -243,12 +334,18 @@ impl Server {
         match self.sessions.remove(&mac) {
             Some(s) => {
                 self.finished += 1;
-                self.events.push(Event::finished(
-                    mac,
-                    s.image.name.clone(),
-                    s.image.size(),
-                    now.saturating_sub(s.started),
-                ));
+                self.events.push(
+                    Event::finished(
+                        mac,
+                        s.image.name.clone(),
+                        s.image.size(),
+                        now.saturating_sub(s.started),
+                    )
+                    .in_cohort(s.cohort),
+                );
+                if let Some(c) = &mut self.cohorts {
+                    c.finished(now, mac, &mut self.events);
+                }
             }
             None => self.events.push(Event::Ignored {
                 mac,
@@ -295,6 +392,16 @@ impl Server {
                 }
             }
         }
+        if let Some(c) = &mut self.cohorts {
+            c.poll(
+                now,
+                &self.limits,
+                self.mac,
+                &mut self.sessions,
+                &mut self.events,
+                out,
+            );
+        }
         self.pump(now, out);
     }
 
@@ -306,6 +413,25 @@ impl Server {
             out,
             events: &mut self.events,
         };
+        if let Some(c) = &mut self.cohorts {
+            // One cohort in transfer, no sessions of its own to pace: its
+            // frames, within the link's pace.
+            loop {
+                if let Some(link) = &mut self.pacer.link {
+                    if !link.ready(now) {
+                        break;
+                    }
+                }
+                match c.emit(now, &mut self.sessions, &mut ctx) {
+                    Some(len) => {
+                        if let Some(link) = &mut self.pacer.link {
+                            link.spend(len.max(wire::ETH_MIN_FRAME));
+                        }
+                    }
+                    None => break,
+                }
+            }
+        }
         // Sessions passed over because their pace does not allow a frame
         // yet; once every active one has been, stop.
         let mut waiting = 0;
@@ -351,6 +477,11 @@ impl Server {
         }
         // Frames waiting: when several may leave.
         let mut send = None::<Duration>;
+        if let Some(c) = &mut self.cohorts {
+            let (t, s) = c.next_deadline(now, &self.limits, &self.sessions);
+            at = at.min(t);
+            send = s;
+        }
         for mac in &self.pacer.active {
             if let Some(s) = self.sessions.get_mut(mac) {
                 if s.has_queued() {

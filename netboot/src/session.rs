@@ -37,6 +37,16 @@ pub const WAKE_FRAMES: u64 = 8;
 /// Bytes in one client batch (128 frames of 1024).
 pub const BATCH_BYTES: u64 = (READ_SLOTS * DATA_CHUNK) as u64;
 
+/// A new batch is dense: 128 consecutive offsets at the slot indices.
+/// Anything else is a re-request of lost frames.
+pub fn is_dense(read: &wire::Read) -> bool {
+    read.count == READ_SLOTS as u64
+        && read
+            .offsets
+            .windows(2)
+            .all(|w| w[1] == w[0].wrapping_add(DATA_CHUNK as u64))
+}
+
 /// Limits that keep a misbehaving segment from exhausting the server, its
 /// loss recovery and its pacing. [`Limits::check`] bounds every field.
 #[derive(Clone, Debug, PartialEq)]
@@ -70,6 +80,13 @@ pub struct Limits {
     pub rate: Option<Rate>,
     /// One sled's rate (its port's): `None`: no limit per sled.
     pub sled_rate: Option<Rate>,
+    /// Broadcast cohorts (`bootserver --broadcast`, see [`crate::cohort`]):
+    /// sleds offered together get each batch in one broadcast frame. Only
+    /// on a segment where this is the only boot server.
+    pub broadcast: bool,
+    /// How long a cohort gathers HELLOs, from the first, before its OFFERs
+    /// go out (a little over the client's 4 s HELLO period).
+    pub cohort_window: Duration,
 }
 
 impl Default for Limits {
@@ -84,6 +101,8 @@ impl Default for Limits {
             resend_rounds: 2,
             rate: None,
             sled_rate: Some(Rate::GBIT),
+            broadcast: false,
+            cohort_window: Duration::from_millis(4_500),
         }
     }
 }
@@ -156,12 +175,19 @@ impl Limits {
             "resend-after-ms (at least 1) to 900, below the client's own 1 s",
         )?;
         check_range("resend-rounds", self.resend_rounds, 0, 10, "0 to 10")?;
+        check_range(
+            "cohort-window-ms",
+            self.cohort_window.as_millis(),
+            0,
+            60_000,
+            "0 to 60000",
+        )?;
         Ok(())
     }
 
     /// A sled's burst: half a millisecond at its rate, at least 16 frames.
     /// Into a slower port behind a faster server it queues at most that.
-    fn sled_burst(rate: Rate) -> u64 {
+    pub(crate) fn sled_burst(rate: Rate) -> u64 {
         let frame = wire::wire_len(wire::DATA_FRAME_LEN) as u64;
         (rate.bytes_in(Duration::from_micros(500)) as u64).max(16 * frame)
     }
@@ -217,18 +243,18 @@ const MAX_BACKOFF: u32 = 3;
 
 /// The round-trip estimate (RFC 6298's variables) and the backoff.
 #[derive(Clone, Copy, Debug)]
-struct Rtt {
+pub(crate) struct Rtt {
     srtt: Option<Duration>,
     rttvar: Duration,
     /// The least round trip sampled.
     min_rtt: Option<Duration>,
     /// Timeouts not yet undone by answers: each doubles the timeout.
     backoff: u32,
-    rto: Duration,
+    pub(crate) rto: Duration,
 }
 
 impl Rtt {
-    fn new(limits: &Limits) -> Rtt {
+    pub(crate) fn new(limits: &Limits) -> Rtt {
         let mut r = Rtt {
             srtt: None,
             rttvar: Duration::ZERO,
@@ -255,7 +281,7 @@ impl Rtt {
             .min(most);
     }
 
-    fn sample(&mut self, r: Duration, limits: &Limits) {
+    pub(crate) fn sample(&mut self, r: Duration, limits: &Limits) {
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -277,14 +303,14 @@ impl Rtt {
     /// loss, where few batches go without a resend, from pinning the
     /// timeout at its maximum; eight times is room enough for a queue to
     /// build up between samples.
-    fn back_off(&mut self, limits: &Limits) {
+    pub(crate) fn back_off(&mut self, limits: &Limits) {
         self.backoff = (self.backoff + 1).min(MAX_BACKOFF);
         self.update(limits);
     }
 
     /// A resent batch answered by its resend: a frame was lost, the
     /// timeout was not too short. One doubling is undone.
-    fn loss_confirmed(&mut self, limits: &Limits) {
+    pub(crate) fn loss_confirmed(&mut self, limits: &Limits) {
         self.backoff = 0;
         self.update(limits);
     }
@@ -339,6 +365,8 @@ pub struct Session {
     pub frames: u64,
     /// The highest image offset served so far (progress).
     pub high: u64,
+    /// The broadcast cohort the sled is in (`--broadcast`).
+    pub cohort: Option<u64>,
     /// Batches resent because the sled's next READ was overdue.
     pub resent_batches: u64,
     /// Re-requested blocks and resent batches not yet reported.
@@ -378,6 +406,7 @@ impl Session {
             sent: 0,
             frames: 0,
             high: 0,
+            cohort: None,
             resent_batches: 0,
             pending_retransmits: 0,
             pending_resent: 0,
@@ -437,13 +466,7 @@ impl Session {
     ) -> bool {
         self.last_seen = now;
         self.reading = true;
-        // A new batch is dense: 128 consecutive offsets at the slot indices.
-        // Anything else is a re-request of lost frames.
-        let dense = read.count == READ_SLOTS as u64
-            && read
-                .offsets
-                .windows(2)
-                .all(|w| w[1] == w[0].wrapping_add(DATA_CHUNK as u64));
+        let dense = is_dense(read);
         if dense {
             if let Some(b) = &self.batch {
                 // The client asks for each batch once, in order: a READ
@@ -458,6 +481,25 @@ impl Session {
                 }
             }
         }
+        if !self.admit(now, dense, limits, events) {
+            return false;
+        }
+        self.queue_read(now, dense, read, limits, events);
+        true
+    }
+
+    /// The sled's READ rate limits: whether a READ (a new batch if `dense`,
+    /// else a re-request) at `now` is within them. One event a second at
+    /// most reports what was dropped.
+    pub(crate) fn admit(
+        &mut self,
+        now: Duration,
+        dense: bool,
+        limits: &Limits,
+        events: &mut Vec<Event>,
+    ) -> bool {
+        self.last_seen = now;
+        self.reading = true;
         // Per-sled rate limits (token buckets), new batches and re-requests
         // apart: a client re-requests a slot at most once a second, so a
         // flood of scattered READs from one MAC costs little.
@@ -487,6 +529,17 @@ impl Session {
             }
             return false;
         }
+        true
+    }
+
+    fn queue_read(
+        &mut self,
+        now: Duration,
+        dense: bool,
+        read: &wire::Read,
+        limits: &Limits,
+        events: &mut Vec<Event>,
+    ) {
         if dense {
             let first = read.offsets[0];
             if let Some(b) = &self.batch {
@@ -531,7 +584,30 @@ impl Session {
             }
         }
         self.report_retransmits(now, events);
-        true
+    }
+
+    /// Counts retransmissions for the sled's RETRANSMIT event (one a
+    /// second at most): `blocks` asked for again, `resent` batches.
+    pub(crate) fn note_retransmits(
+        &mut self,
+        now: Duration,
+        blocks: u64,
+        resent: u64,
+        events: &mut Vec<Event>,
+    ) {
+        self.pending_retransmits += blocks;
+        self.pending_resent += resent;
+        self.resent_batches += resent;
+        self.report_retransmits(now, events);
+    }
+
+    /// A DATA frame for `offset` with `len` image bytes went to the sled
+    /// (broadcast or not): progress and counters.
+    pub(crate) fn count_sent(&mut self, offset: u64, len: usize) {
+        self.sent += len as u64;
+        self.frames += 1;
+        let size = self.image.size();
+        self.high = self.high.max(offset.saturating_add(len as u64).min(size));
     }
 
     /// The READ that follows batch `b` came at `now`: a round-trip sample.

@@ -126,6 +126,9 @@ pub struct SledStats {
     /// reading: each is a console line on a real sled ("dropped data
     /// packet for offset N").
     pub data_dropped: u64,
+    /// Of those, the frames sent to the broadcast address (a broadcast
+    /// cohort's server never sends one: see `crate::cohort`).
+    pub data_dropped_broadcast: u64,
     pub reads: u64,
     pub rereads: u64,
     pub hellos: u64,
@@ -394,6 +397,9 @@ impl Sled {
                 else {
                     // "dropped data packet for offset N", synchronously.
                     self.stats.data_dropped += 1;
+                    if eth.dst.is_broadcast() {
+                        self.stats.data_dropped_broadcast += 1;
+                    }
                     self.busy_until = now + self.console;
                     return;
                 };

@@ -47,6 +47,8 @@ fn every_key() {
         resend-rounds = 4
         rate = "2.5gbit"
         sled-rate = "off"
+        broadcast = true
+        cohort-window-ms = 6000
         [[image]]
         name = "a"
         path = "a.img"
@@ -71,6 +73,8 @@ fn every_key() {
     assert_eq!(c.limits.rate.unwrap().bits_per_sec(), 2_500_000_000);
     assert!(c.rate_given);
     assert_eq!(c.limits.sled_rate, None);
+    assert!(c.limits.broadcast);
+    assert_eq!(c.limits.cohort_window.as_millis(), 6000);
     assert_eq!(served(&c, "02:00:00:00:00:01").as_deref(), Some("b.img"));
     assert_eq!(served(&c, "02:00:00:00:00:02").as_deref(), Some("a"));
     assert_eq!(served(&c, "02:00:00:00:00:03").as_deref(), Some("a"));
@@ -125,6 +129,12 @@ fn errors_name_the_file_and_key() {
         "s.toml: image[0].path: missing.img: stat: No such file or directory (os error 2)"
     );
     // Every setting is bounded; the error names the key, value and range.
+    assert_eq!(
+        fail("cohort-window-ms = 60001\n"),
+        "s.toml: cohort-window-ms: 60001 is out of range: 0 to 60000"
+    );
+    let e = fail("broadcast = \"yes\"\n");
+    assert!(e.starts_with("s.toml: ") && e.contains("broadcast"), "{e}");
     assert_eq!(
         fail("resend-rounds = 32\n"),
         "s.toml: resend-rounds: 32 is out of range: 0 to 10"

@@ -183,6 +183,11 @@ enum Bench {
         /// Runs of each lab configuration; the table shows medians
         #[arg(long, default_value_t = 1)]
         runs: usize,
+        /// Also boot each rack as one broadcast cohort (bootserver
+        /// --broadcast): cohort rows beside the unicast rows, and each
+        /// cohort's time against one sled's alone
+        #[arg(long)]
+        broadcast: bool,
     },
 }
 
@@ -403,6 +408,7 @@ fn main() -> ExitCode {
                     console_ms,
                     no_lab,
                     runs,
+                    broadcast,
                 },
         } => {
             if !(0.0..=10_000.0).contains(&console_ms)
@@ -417,6 +423,7 @@ fn main() -> ExitCode {
                     console: std::time::Duration::from_secs_f64(console_ms / 1000.0),
                     lab: !no_lab,
                     runs,
+                    broadcast,
                 })
             }
         }

@@ -20,6 +20,9 @@ pub struct Options {
     pub console: Duration,
     pub lab: bool,
     pub runs: usize,
+    /// Also boot each rack as one broadcast cohort (`bootserver
+    /// --broadcast`): a cohort row beside the unicast rows.
+    pub broadcast: bool,
 }
 
 /// The simulated networks: a shared 1 GbE segment, and a switch with the
@@ -36,6 +39,19 @@ fn topologies() -> Vec<Topology> {
 }
 
 const HEADER: &str = "| network | sleds | loss each way | wall | floor | wall / floor | extra DATA | console lines per sled (mean, most) | buffer drops | RETRANSMIT events |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+
+/// Under a cohort row: its time against one sled's alone (unicast, no
+/// loss), the measure (a unicast rack needs `sleds` times that).
+fn cohort_note(network: &str, sleds: usize, r: &RackReport, alone: Duration) -> String {
+    format!(
+        "{network}, cohort of {sleds}: wall {:.3} s = {:.2} x one sled alone ({:.3} s); the slowest sled's boot from its OFFER {:.3} s = {:.2} x",
+        r.wall.as_secs_f64(),
+        r.wall.as_secs_f64() / alone.as_secs_f64().max(1e-9),
+        alone.as_secs_f64(),
+        r.slowest_boot.as_secs_f64(),
+        r.slowest_boot.as_secs_f64() / alone.as_secs_f64().max(1e-9),
+    )
+}
 
 fn row(network: &str, sleds: usize, loss: f64, r: &RackReport) -> String {
     format!(
@@ -66,6 +82,7 @@ pub fn rack(opts: Options) -> Result<()> {
         opts.console.as_secs_f64() * 1000.0
     );
     println!("{HEADER}");
+    let mut notes = Vec::new();
     for topology in topologies() {
         for &sleds in &opts.sleds {
             for &loss in &opts.losses {
@@ -83,6 +100,32 @@ pub fn rack(opts: Options) -> Result<()> {
                 println!("{}", row(&topology.describe(), sleds, loss, &report));
             }
         }
+        if opts.broadcast {
+            // One sled alone, unicast, no loss: the measure.
+            let alone = Rack::new(topology.clone(), 1, opts.size).run()?.wall;
+            for &sleds in &opts.sleds {
+                for &loss in &opts.losses {
+                    let mut r = Rack::new(topology.clone(), sleds, opts.size);
+                    r.loss = loss;
+                    r.console = opts.console;
+                    r.limits.broadcast = true;
+                    let report = r.run()?;
+                    if report.booted != sleds {
+                        eprintln!(
+                            "xtask: {} cohort: only {} of {sleds} sleds booted",
+                            topology.describe(),
+                            report.booted
+                        );
+                    }
+                    let network = format!("{}, cohort", topology.describe());
+                    println!("{}", row(&network, sleds, loss, &report));
+                    notes.push(cohort_note(&topology.describe(), sleds, &report, alone));
+                }
+            }
+        }
+    }
+    for n in &notes {
+        println!("\n{n}");
     }
     if opts.lab {
         #[cfg(target_os = "linux")]
@@ -101,7 +144,7 @@ pub fn rack(opts: Options) -> Result<()> {
 mod lab {
     use std::path::{Path, PathBuf};
     use std::process::Stdio;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use netboot::lab::Lab;
     use netboot::pace::Rate;
@@ -167,6 +210,7 @@ mod lab {
         sleds: usize,
         loss: f64,
         opts: &Options,
+        broadcast: bool,
     ) -> Result<RackReport> {
         let sh = Shell::new()?;
         // One sled host: every sled behind one shaped port, the segment.
@@ -182,18 +226,17 @@ mod lab {
         )
         .quiet()
         .run()?;
-        let (mut server, _first, lines) = start_bootserver(
-            &lab,
-            bin,
-            &[],
-            &[
-                "--rate".as_ref(),
-                "1gbit".as_ref(),
-                "eth0".as_ref(),
-                image.as_ref(),
-                "any".as_ref(),
-            ],
-        )?;
+        let mut args: Vec<&std::ffi::OsStr> = vec![
+            "--rate".as_ref(),
+            "1gbit".as_ref(),
+            "eth0".as_ref(),
+            image.as_ref(),
+            "any".as_ref(),
+        ];
+        if broadcast {
+            args.insert(0, "--broadcast".as_ref());
+        }
+        let (mut server, _first, lines) = start_bootserver(&lab, bin, &[], &args)?;
         let events = std::thread::spawn(move || {
             lines
                 .map_while(|l| l.ok())
@@ -218,10 +261,13 @@ mod lab {
         drop(lab);
         let mut booted = 0;
         let mut lines = Vec::new();
+        let mut slowest_boot = Duration::ZERO;
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             let v: serde_json::Value = serde_json::from_str(line)?;
             if v["result"] == "booted" {
                 booted += 1;
+                let secs = v["seconds"].as_f64().unwrap_or(0.0);
+                slowest_boot = slowest_boot.max(Duration::from_secs_f64(secs.max(0.0)));
             }
             lines.push(v["dropped_data"].as_u64().unwrap_or(0));
         }
@@ -239,6 +285,7 @@ mod lab {
             console_lines_max: lines.iter().copied().max().unwrap_or(0),
             buffer_drops: dropped,
             retransmit_events,
+            slowest_boot,
         })
     }
 
@@ -267,19 +314,46 @@ mod lab {
             opts.runs
         );
         println!("{HEADER}");
-        for &sleds in &opts.sleds {
-            for &loss in &opts.losses {
-                let mut runs = Vec::new();
-                for _ in 0..opts.runs.max(1) {
-                    runs.push(run_once(&bin, &image, opts.size, sleds, loss, opts)?);
+        let modes: &[bool] = if opts.broadcast {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let mut alone = None;
+        let mut notes = Vec::new();
+        for &broadcast in modes {
+            for &sleds in &opts.sleds {
+                for &loss in &opts.losses {
+                    let mut runs = Vec::new();
+                    for _ in 0..opts.runs.max(1) {
+                        runs.push(run_once(
+                            &bin, &image, opts.size, sleds, loss, opts, broadcast,
+                        )?);
+                    }
+                    runs.sort_by_key(|r| r.wall);
+                    let r = &runs[runs.len() / 2];
+                    if r.booted != sleds {
+                        eprintln!("xtask: lab: only {} of {sleds} sleds booted", r.booted);
+                    }
+                    let network = if broadcast {
+                        "lab tbf 1gbit, cohort"
+                    } else {
+                        "lab tbf 1gbit"
+                    };
+                    println!("{}", row(network, sleds, loss, r));
+                    if !broadcast && sleds == 1 && loss == 0.0 {
+                        alone = Some(r.wall);
+                    }
+                    if broadcast {
+                        if let Some(a) = alone {
+                            notes.push(super::cohort_note("lab tbf 1gbit", sleds, r, a));
+                        }
+                    }
                 }
-                runs.sort_by_key(|r| r.wall);
-                let r = &runs[runs.len() / 2];
-                if r.booted != sleds {
-                    eprintln!("xtask: lab: only {} of {sleds} sleds booted", r.booted);
-                }
-                println!("{}", row("lab tbf 1gbit", sleds, loss, r));
             }
+        }
+        for n in &notes {
+            println!("\n{n}");
         }
         Ok(())
     }

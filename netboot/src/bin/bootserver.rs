@@ -77,6 +77,12 @@ struct Args {
     /// no limit) [default: the configuration's `sled-rate`, else 1gbit]
     #[arg(long, value_name = "RATE", value_parser = parse_rate)]
     sled_rate: Option<RateSetting>,
+    /// Broadcast cohorts: sleds that say HELLO together get each frame in
+    /// one broadcast. ONLY on a segment where this is the only boot server
+    /// (a sled booting from another server would take our frames and fail
+    /// its integrity check) [default: the configuration's `broadcast`]
+    #[arg(long)]
+    broadcast: bool,
     /// Network interface (drop-in form)
     #[arg(value_name = "LINK", required_unless_present = "config")]
     link: Option<String>,
@@ -156,7 +162,7 @@ impl Observer for Log {
         let kind = e.kind();
         if matches!(
             kind,
-            "hello" | "offer" | "refused" | "ignored" | "resumed" | "expired"
+            "hello" | "offer" | "refused" | "ignored" | "resumed" | "expired" | "waiting"
         ) {
             let second = now.as_secs();
             let (at, count) = self.noisy.entry(kind).or_insert((second, 0));
@@ -206,7 +212,10 @@ impl Observer for Log {
                     .expect("the template is valid")
                     .progress_chars("=> "),
                 );
-                b.set_prefix(format!("{mac} {}", s.image.name));
+                match s.cohort {
+                    Some(c) => b.set_prefix(format!("{mac} {} cohort {c}", s.image.name)),
+                    None => b.set_prefix(format!("{mac} {}", s.image.name)),
+                }
                 b
             });
             bar.set_position(s.high);
@@ -363,6 +372,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
             (c, Limits::default(), false)
         }
     };
+    if args.broadcast {
+        limits.broadcast = true;
+    }
     if let Some(RateSetting(r)) = args.sled_rate {
         limits.sled_rate = r;
     }

@@ -242,6 +242,9 @@ fn run(args: Args) -> Result<bool, String> {
         };
         json["mac"] = mac.clone().into();
         json["dropped_data"] = dropped.into();
+        // Of those, broadcast frames (a broadcast cohort's server sends none
+        // a sled is not waiting for).
+        json["dropped_broadcast"] = s.stats.data_dropped_broadcast.into();
         all_ok &= ok;
         if args.json {
             println!("{json}");

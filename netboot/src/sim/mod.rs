@@ -134,6 +134,10 @@ pub struct Sim {
     queue: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     wake: Vec<Duration>,
+    /// Sleds unplugged: they neither send nor receive.
+    unplugged: Vec<bool>,
+    /// When each sled is powered on: before, it receives nothing.
+    power_on: Vec<Duration>,
     next_server_poll: Duration,
     out: Outbox,
 }
@@ -156,6 +160,8 @@ impl Sim {
             queue: BinaryHeap::new(),
             seq: 0,
             wake: vec![Duration::ZERO; n],
+            unplugged: vec![false; n],
+            power_on: vec![Duration::ZERO; n],
             next_server_poll: Duration::from_secs(1),
             out: Outbox::new(),
         }
@@ -261,6 +267,20 @@ impl Sim {
         }
     }
 
+    /// Powers sled `i` on at `at` instead of at once: it receives nothing
+    /// before and says its first HELLO then.
+    pub fn power_on_at(&mut self, i: usize, at: Duration) {
+        self.wake[i] = at;
+        self.power_on[i] = at;
+    }
+
+    /// Unplugs sled `i` (its cable, or it dies): from now on it neither
+    /// sends nor receives anything.
+    pub fn unplug(&mut self, i: usize) {
+        self.unplugged[i] = true;
+        self.wake[i] = Duration::MAX;
+    }
+
     /// Stops the server (its sessions are lost); frames to it vanish.
     pub fn stop_server(&mut self) {
         if let Some(mut s) = self.server.take() {
@@ -312,6 +332,8 @@ impl Sim {
                             self.transmit(Node::Server);
                         }
                     }
+                    Stage::Arrive(Node::Sled(i))
+                        if self.unplugged[i] || self.now < self.power_on[i] => {}
                     Stage::Arrive(Node::Sled(i)) => {
                         self.sleds[i].handle(self.now, &f.frame, &mut self.out);
                         self.wake[i] = self.sleds[i].next_wakeup(self.now);

@@ -48,6 +48,10 @@ pub struct RackReport {
     pub buffer_drops: u64,
     /// RETRANSMIT events the server reported.
     pub retransmit_events: u64,
+    /// The longest boot of a sled that booted, from its OFFER to its
+    /// FINISHED (with broadcast cohorts, the wall time less the wait for
+    /// the OFFER).
+    pub slowest_boot: Duration,
 }
 
 impl RackReport {
@@ -124,6 +128,15 @@ impl Rack {
             .filter(|s| matches!(s.outcome(), Some(Outcome::Booted { .. })))
             .count();
         let lines: Vec<u64> = sim.sleds.iter().map(|s| s.stats.data_dropped).collect();
+        let slowest_boot = sim
+            .sleds
+            .iter()
+            .filter_map(|s| match s.outcome() {
+                Some(Outcome::Booted { elapsed, .. }) => Some(*elapsed),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
         Ok(RackReport {
             wall: sim.now,
             floor: self.topology.floor(&vec![self.size; self.sleds]),
@@ -138,6 +151,7 @@ impl Rack {
                 .iter()
                 .filter(|e| matches!(e, Event::Retransmit { .. }))
                 .count() as u64,
+            slowest_boot,
         })
     }
 }
