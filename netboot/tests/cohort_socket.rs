@@ -61,6 +61,16 @@ fn check_sleds(out: &std::process::Output, count: usize) {
     }
 }
 
+/// Kills the server however the test ends, a failed assertion too.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn eight_sleds_in_one_cohort_and_a_late_sled_in_the_next() {
     require_root();
@@ -70,22 +80,24 @@ fn eight_sleds_in_one_cohort_and_a_late_sled_in_the_next() {
     let raw = image(32 << 20, 15);
     let img = image_file(dir.path(), "c.img", &raw, false);
     let lab = Lab::create(&support::prefix('c', "a"), &["srv", "s0", "s1", "s2"]).unwrap();
-    let mut server = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &lab.ns("srv"),
-            env!("CARGO_BIN_EXE_bootserver"),
-        ])
-        .args(["--broadcast", "--json", "-t", "120", "eth0"])
-        .arg(&img)
-        .arg("any")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = KillOnDrop(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &lab.ns("srv"),
+                env!("CARGO_BIN_EXE_bootserver"),
+            ])
+            .args(["--broadcast", "--json", "-t", "120", "eth0"])
+            .arg(&img)
+            .arg("any")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (tx, rx) = mpsc::channel::<serde_json::Value>();
-    let stdout = server.stdout.take().unwrap();
+    let stdout = server.0.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stdout)
             .lines()
@@ -147,8 +159,7 @@ fn eight_sleds_in_one_cohort_and_a_late_sled_in_the_next() {
     while let Ok(v) = rx.recv_timeout(Duration::from_millis(300)) {
         events.push(v);
     }
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
     reader.join().unwrap();
     let cohorts: Vec<(u64, u64)> = events
         .iter()

@@ -246,6 +246,7 @@ fn af_xdp_sends_exact_frames_and_survives_its_link_going_down() {
         out
     };
     let (got_tx, got_rx) = mpsc::channel::<Vec<u8>>();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         let rx_ns = lab.ns("s0");
@@ -255,6 +256,10 @@ fn af_xdp_sends_exact_frames_and_survives_its_link_going_down() {
                 let mut link = PacketLink::open("eth0", true).unwrap();
                 let mut frames = netboot::link::RecvBatch::new(64);
                 frames.accept_other_hosts = true;
+                // Nothing is sent before the socket is open: frames sent
+                // earlier would never arrive (on a busy machine the thread
+                // starts late).
+                let _ = ready_tx.send(());
                 while !stop.load(Ordering::Relaxed) {
                     link.recv(&mut frames, Duration::from_millis(20)).unwrap();
                     for f in frames.frames() {
@@ -272,6 +277,9 @@ fn af_xdp_sends_exact_frames_and_survives_its_link_going_down() {
             }
         }
         let _stop = StopOnDrop(stop);
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the receiver opens its socket");
         in_namespace(&lab.ns("srv"), move || {
             let mut link = PacketLink::open("eth0", false).unwrap();
             link.use_xdp_tx().unwrap();
