@@ -45,7 +45,7 @@ use crate::image::ServedImage;
 use crate::pace;
 use crate::server::Sessions;
 use crate::session::REREQUEST_AFTER;
-use crate::session::{is_dense, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP};
+use crate::session::{is_dense, Chunks, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP};
 use crate::sled::HELLO_INTERVAL;
 use crate::wire::{self, Mac, Repr, DATA_CHUNK, READ_SLOTS};
 use crate::Outbox;
@@ -154,8 +154,7 @@ pub struct Cohort {
     pace: Option<pace::Bucket>,
     next_resend: Duration,
     rtt: Rtt,
-    cache: Vec<u8>,
-    cache_at: u64,
+    chunks: Chunks,
     pub broadcast_frames: u64,
     pub unicast_frames: u64,
     pub booted: usize,
@@ -179,8 +178,7 @@ impl Cohort {
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
             next_resend: now,
             rtt: Rtt::new(limits),
-            cache: Vec::new(),
-            cache_at: 0,
+            chunks: Chunks::default(),
             broadcast_frames: 0,
             unicast_frames: 0,
             booted: 0,
@@ -571,30 +569,18 @@ impl Cohort {
         sessions: &mut Sessions,
         ctx: &mut SendCtx<'_>,
     ) -> usize {
-        let size = self.image.size();
-        let len = if offset >= size {
-            0
-        } else {
-            (size - offset).min(DATA_CHUNK as u64) as usize
-        };
-        let mut small = [0u8; DATA_CHUNK];
-        let bytes: &[u8] = if len == 0 {
-            &[]
-        } else if let Some(at) = self.cached(offset, len) {
-            &self.cache[at..at + len]
-        } else {
-            match self.image.read_exact_at(&mut small[..len], offset) {
-                Ok(()) => &small[..len],
-                Err(e) => {
-                    ctx.events.push(Event::ReadError {
-                        mac: to,
-                        image: self.image.name.clone(),
-                        error: e.to_string(),
-                    });
-                    return 0;
-                }
+        let bytes = match self.chunks.chunk(&self.image, offset) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                ctx.events.push(Event::ReadError {
+                    mac: to,
+                    image: self.image.name.clone(),
+                    error: e.to_string(),
+                });
+                return 0;
             }
         };
+        let len = bytes.len();
         ctx.out.push(to, ctx.from, &Repr::Data { offset, bytes });
         let frame = wire::ETH_HEADER_LEN + wire::field::HEADER_LEN + 8 + len;
         if let Some(p) = &mut self.pace {
@@ -620,28 +606,6 @@ impl Cohort {
             }
         }
         frame
-    }
-
-    /// Where `offset..offset + len` is in the cache (its 128 KiB batch read
-    /// once), or `None` if it cannot be read there.
-    fn cached(&mut self, offset: u64, len: usize) -> Option<usize> {
-        let hit = |c: &Cohort| {
-            offset >= c.cache_at && offset - c.cache_at + len as u64 <= c.cache.len() as u64
-        };
-        if !hit(self) {
-            let start = offset - offset % BATCH_BYTES;
-            let n = (self.image.size() - start).min(BATCH_BYTES) as usize;
-            self.cache.resize(n, 0);
-            if self.image.read_exact_at(&mut self.cache, start).is_err() {
-                self.cache.clear();
-                return None;
-            }
-            self.cache_at = start;
-            if !hit(self) {
-                return None;
-            }
-        }
-        Some((offset - self.cache_at) as usize)
     }
 }
 

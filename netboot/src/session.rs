@@ -37,6 +37,48 @@ pub const WAKE_FRAMES: u64 = 8;
 /// Bytes in one client batch (128 frames of 1024).
 pub const BATCH_BYTES: u64 = (READ_SLOTS * DATA_CHUNK) as u64;
 
+/// The image bytes DATA frames carry, read a 128 KiB batch at a time: a
+/// batch's frames leave one by one, but the image is read once per batch.
+#[derive(Debug, Default)]
+pub(crate) struct Chunks {
+    /// `at..at + cache.len()` of the image.
+    cache: Vec<u8>,
+    at: u64,
+    /// One chunk read alone, when its batch cannot be cached.
+    alone: Vec<u8>,
+}
+
+impl Chunks {
+    /// The bytes a DATA frame for `offset` carries: up to 1 KiB, none at or
+    /// past the end (the client's EOF).
+    pub(crate) fn chunk(&mut self, image: &ServedImage, offset: u64) -> std::io::Result<&[u8]> {
+        let size = image.size();
+        if offset >= size {
+            return Ok(&[]);
+        }
+        let len = (size - offset).min(DATA_CHUNK as u64) as usize;
+        let hit = |c: &Chunks| offset >= c.at && offset - c.at + len as u64 <= c.cache.len() as u64;
+        if !hit(self) {
+            let start = offset - offset % BATCH_BYTES;
+            let n = (size - start).min(BATCH_BYTES) as usize;
+            self.cache.resize(n, 0);
+            if image.read_exact_at(&mut self.cache, start).is_err() {
+                self.cache.clear();
+            }
+            self.at = start;
+        }
+        if hit(self) {
+            let at = (offset - self.at) as usize;
+            return Ok(&self.cache[at..at + len]);
+        }
+        // Not within one cached batch, or the batch could not be read:
+        // read the chunk alone (and report its error).
+        self.alone.resize(len, 0);
+        image.read_exact_at(&mut self.alone, offset)?;
+        Ok(&self.alone)
+    }
+}
+
 /// A new batch is dense: 128 consecutive offsets at the slot indices.
 /// Anything else is a re-request of lost frames.
 pub fn is_dense(read: &wire::Read) -> bool {
@@ -389,9 +431,8 @@ pub struct Session {
     /// The sled's pace.
     pace: Option<pace::Bucket>,
     /// Image bytes of the batch being sent (read once, sent a frame at a
-    /// time): `cache_at..cache_at + cache.len()`.
-    cache: Vec<u8>,
-    cache_at: u64,
+    /// time).
+    chunks: Chunks,
     /// When the next resent frame may leave.
     next_resend: Duration,
 }
@@ -423,8 +464,7 @@ impl Session {
             pace: limits
                 .sled_rate
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
-            cache: Vec::new(),
-            cache_at: 0,
+            chunks: Chunks::default(),
             next_resend: now,
         }
     }
@@ -720,20 +760,9 @@ impl Session {
             self.queue.pop_front();
         }
         let size = self.image.size();
-        // Offsets at or past the end get an empty DATA: the client's EOF.
-        let len = if offset >= size {
-            0
-        } else {
-            (size - offset).min(DATA_CHUNK as u64) as usize
-        };
-        let mut small = [0u8; DATA_CHUNK];
-        let bytes: &[u8] = if len == 0 {
-            &[]
-        } else if let Some(at) = self.cached(offset, len) {
-            &self.cache[at..at + len]
-        } else {
-            let r = self.image.read_exact_at(&mut small[..len], offset);
-            if let Err(e) = r {
+        let bytes = match self.chunks.chunk(&self.image, offset) {
+            Ok(bytes) => bytes,
+            Err(e) => {
                 ctx.events.push(Event::ReadError {
                     mac: self.mac,
                     image: self.image.name.clone(),
@@ -742,8 +771,8 @@ impl Session {
                 self.after_emit(now, 0);
                 return Some(0);
             }
-            &small[..len]
         };
+        let len = bytes.len();
         ctx.out
             .push(self.mac, ctx.from, &Repr::Data { offset, bytes });
         let frame = wire::ETH_HEADER_LEN + wire::field::HEADER_LEN + 8 + len;
@@ -764,30 +793,6 @@ impl Session {
                 b.first_done.get_or_insert(now);
             }
         }
-    }
-
-    /// Where `offset..offset + len` is in the cache, reading its 128 KiB
-    /// batch into it first when it is not there. `None` if the bytes are
-    /// not within one batch, or cannot be read (the caller reads them
-    /// alone and reports the error).
-    fn cached(&mut self, offset: u64, len: usize) -> Option<usize> {
-        let hit = |s: &Session| {
-            offset >= s.cache_at && offset - s.cache_at + len as u64 <= s.cache.len() as u64
-        };
-        if !hit(self) {
-            let start = offset - offset % BATCH_BYTES;
-            let n = (self.image.size() - start).min(BATCH_BYTES) as usize;
-            self.cache.resize(n, 0);
-            if self.image.read_exact_at(&mut self.cache, start).is_err() {
-                self.cache.clear();
-                return None;
-            }
-            self.cache_at = start;
-            if !hit(self) {
-                return None;
-            }
-        }
-        Some((offset - self.cache_at) as usize)
     }
 
     /// One event a second at most for a sled's retransmissions.
