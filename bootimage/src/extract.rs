@@ -59,14 +59,9 @@ pub fn extract(
             let mut f = File::open(path).map_err(Error::io(path, "open"))?;
             let header = read_header(&mut f, path)?;
             let total = header.image_size;
-            crate::verify::unpack_payload_with_progress(
-                &header,
-                f,
-                path,
-                &mut target,
-                &name,
-                &|n| progress(n, total),
-            )?;
+            crate::verify::unpack_payload(&header, f, path, &mut target, &name, &|n| {
+                progress(n, total)
+            })?;
             Extracted {
                 header,
                 member: None,

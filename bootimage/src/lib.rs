@@ -41,6 +41,6 @@ pub use make::{
 };
 pub use size::{parse_size, SizeError};
 pub use verify::{
-    read_header, unpack_payload, unpack_payload_serial, unpack_payload_with_progress,
-    verify_payload, verify_payload_serial, Image,
+    read_header, unpack_payload, unpack_payload_serial, verify_payload, verify_payload_serial,
+    Image,
 };

@@ -106,20 +106,10 @@ fn produce(
 }
 
 /// Like [`verify_payload`], and writes the uncompressed image to `out` as
-/// it goes (`out_name` names it in errors). What `out` holds is only good
-/// once this returns `Ok`.
+/// it goes (`out_name` names it in errors; `progress` is called with the
+/// image bytes written). What `out` holds is only good once this returns
+/// `Ok`.
 pub fn unpack_payload(
-    header: &Header,
-    payload: impl Read + Send,
-    path: &Path,
-    out: &mut dyn Write,
-    out_name: &Path,
-) -> Result<(), Error> {
-    unpack_payload_with_progress(header, payload, path, out, out_name, &|_| {})
-}
-
-/// [`unpack_payload`], calling `progress` with the image bytes written.
-pub fn unpack_payload_with_progress(
     header: &Header,
     payload: impl Read + Send,
     path: &Path,

@@ -115,7 +115,7 @@ impl ServedImage {
             let tmp = tempfile::tempfile().map_err(io_err("create cache file"))?;
             let cache = Path::new("<inflate cache>");
             let mut w = BufWriter::with_capacity(1 << 20, &tmp);
-            bootimage::unpack_payload(&header, &file, path, &mut w, cache)?;
+            bootimage::unpack_payload(&header, &file, path, &mut w, cache, &|_| {})?;
             w.flush().map_err(io_err("write cache file"))?;
             drop(w);
             Bytes::Inflated(tmp)
