@@ -331,7 +331,10 @@ impl Sled {
         }
         // oxide_boot_net_ether_rx: a RESET is acted on in the receive
         // callback itself, whatever the loop is doing.
-        if let Ok(Repr::Reset) = Repr::parse(eth.payload) {
+        let Ok(repr) = Repr::parse(eth.payload) else {
+            return;
+        };
+        if let Repr::Reset = repr {
             self.outcome = Some(Outcome::Reset { server: eth.src });
             self.queue.clear();
             return;
@@ -344,20 +347,25 @@ impl Sled {
             }
             return;
         }
-        self.take(now, frame, out);
+        self.take_repr(now, &eth, repr, out);
     }
 
     /// The loop's handling of one queued frame.
     fn take(&mut self, now: Duration, frame: &[u8], out: &mut Outbox) {
-        if self.outcome.is_some() {
-            return;
-        }
         let Ok(eth) = EthFrame::parse(frame) else {
             return;
         };
         let Ok(repr) = Repr::parse(eth.payload) else {
             return;
         };
+        self.take_repr(now, &eth, repr, out);
+    }
+
+    /// The loop's handling of one parsed frame.
+    fn take_repr(&mut self, now: Duration, eth: &EthFrame<'_>, repr: Repr<'_>, out: &mut Outbox) {
+        if self.outcome.is_some() {
+            return;
+        }
         match repr {
             Repr::Offer(offer) => {
                 if self.transfer.is_some() {
