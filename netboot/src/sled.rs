@@ -33,9 +33,12 @@
 //!   client panics and reboots).
 //!
 //! It hashes each batch as it completes (batches complete in order), so it
-//! checks the SHA-256 in bounded memory, and can also keep the bytes.
+//! checks the SHA-256 in bounded memory, and can also keep the bytes. Sleds
+//! that share a [`HashMemo`] hash a batch they received byte for byte alike
+//! (a broadcast cohort) once between them.
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -98,7 +101,73 @@ struct Transfer {
     batch: Vec<u8>,
     eof: bool,
     hasher: Sha256,
+    /// Which hash state `hasher` is in [`HashMemo`]'s numbering (0: none
+    /// shared).
+    state: u64,
     hashed: u64,
+}
+
+/// Batches hashed lately, shared by the sleds one process emulates: a sled
+/// whose hash state and batch equal an entry's (compared byte for byte)
+/// takes the entry's result instead of hashing 128 KiB again. Emulating a
+/// cohort of 32 sleds on one core otherwise costs 32 SHA-256 computations
+/// per batch broadcast once: the emulator, not the network, would set the
+/// pace. The outcome is the same as hashing alone.
+#[derive(Debug)]
+pub struct HashMemo {
+    entries: VecDeque<MemoEntry>,
+    next_state: u64,
+}
+
+#[derive(Debug)]
+struct MemoEntry {
+    before: u64,
+    batch: Vec<u8>,
+    after: Sha256,
+    state: u64,
+}
+
+impl HashMemo {
+    /// Entries kept: sleds in step are a batch or two apart.
+    const KEEP: usize = 8;
+    /// The state every sled starts in: the empty hash.
+    const EMPTY: u64 = 1;
+
+    /// A memo to give sleds ([`Sled::with_hash_memo`]).
+    pub fn shared() -> Arc<Mutex<HashMemo>> {
+        Arc::new(Mutex::new(HashMemo {
+            entries: VecDeque::new(),
+            next_state: HashMemo::EMPTY + 1,
+        }))
+    }
+
+    /// `hasher` (in state `state`) updated with `batch`: from an entry, or
+    /// hashed and remembered. Returns the new state.
+    fn update(&mut self, state: u64, hasher: &mut Sha256, batch: &[u8]) -> u64 {
+        if state != 0 {
+            if let Some(e) = self
+                .entries
+                .iter()
+                .find(|e| e.before == state && e.batch == batch)
+            {
+                *hasher = e.after.clone();
+                return e.state;
+            }
+        }
+        hasher.update(batch);
+        let new = self.next_state;
+        self.next_state += 1;
+        if self.entries.len() == Self::KEEP {
+            self.entries.pop_front();
+        }
+        self.entries.push_back(MemoEntry {
+            before: state,
+            batch: batch.to_vec(),
+            after: hasher.clone(),
+            state: new,
+        });
+        new
+    }
 }
 
 /// One emulated sled.
@@ -115,6 +184,7 @@ pub struct Sled {
     /// The loop is printing until then; frames wait in `queue`.
     busy_until: Duration,
     queue: VecDeque<Vec<u8>>,
+    memo: Option<Arc<Mutex<HashMemo>>>,
     /// DATA frames taken, dropped (not waited for) and READs sent.
     pub stats: SledStats,
 }
@@ -153,8 +223,15 @@ impl Sled {
             console: Duration::ZERO,
             busy_until: Duration::ZERO,
             queue: VecDeque::new(),
+            memo: None,
             stats: SledStats::default(),
         }
+    }
+
+    /// Shares batch hashing with the other sleds given `memo`.
+    pub fn with_hash_memo(mut self, memo: Arc<Mutex<HashMemo>>) -> Sled {
+        self.memo = Some(memo);
+        self
     }
 
     /// Also keep the received ramdisk in memory ([`Sled::image`]).
@@ -251,7 +328,7 @@ impl Sled {
         };
         let all_empty = t.slots.iter().all(Option::is_none);
         if all_empty {
-            t.complete_batch(&mut self.keep);
+            t.complete_batch(&mut self.keep, self.memo.as_deref());
             if t.eof || t.next_offset >= t.offer.data_size {
                 // oxide_boot_net_ether_turn: FINISHED, once, then
                 // oxide_boot_ramdisk_set_len(oe_offset) and the hash of
@@ -390,6 +467,11 @@ impl Sled {
                     batch: Vec::with_capacity(BATCH_BYTES),
                     eof: false,
                     hasher: Sha256::new(),
+                    state: if self.memo.is_some() {
+                        HashMemo::EMPTY
+                    } else {
+                        0
+                    },
                     hashed: 0,
                 });
                 // The client starts its first batch at once.
@@ -432,17 +514,66 @@ impl Sled {
 impl Transfer {
     /// Hashes (and keeps) the finished batch: all of it, zero-filled where
     /// nothing arrived, as the client hashes its ramdisk up to `oe_offset`.
-    fn complete_batch(&mut self, keep: &mut Option<Vec<u8>>) {
+    fn complete_batch(&mut self, keep: &mut Option<Vec<u8>>, memo: Option<&Mutex<HashMemo>>) {
         if self.batch.is_empty() {
             return;
         }
         if self.batch_start == self.hashed {
-            self.hasher.update(&self.batch);
+            match memo.and_then(|m| m.lock().ok()) {
+                Some(mut m) => self.state = m.update(self.state, &mut self.hasher, &self.batch),
+                None => self.hasher.update(&self.batch),
+            }
             if let Some(k) = keep {
                 k.extend_from_slice(&self.batch);
             }
             self.hashed += BATCH_BYTES as u64;
         }
         self.batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_memo_hashes_as_each_sled_would_alone() {
+        let memo = HashMemo::shared();
+        let a = vec![1u8; BATCH_BYTES];
+        let mut b = a.clone();
+        b[BATCH_BYTES - 1] = 2;
+        // Two sleds take `a`, a third `b`, then all take `a` again.
+        let mut sleds: Vec<(u64, Sha256)> =
+            (0..3).map(|_| (HashMemo::EMPTY, Sha256::new())).collect();
+        for (i, (state, h)) in sleds.iter_mut().enumerate() {
+            let batch = if i == 2 { &b } else { &a };
+            *state = memo.lock().unwrap().update(*state, h, batch);
+        }
+        assert_eq!(
+            sleds[0].0, sleds[1].0,
+            "the second sled took the first's result"
+        );
+        assert_ne!(sleds[0].0, sleds[2].0, "other bytes, another state");
+        for (state, h) in sleds.iter_mut() {
+            *state = memo.lock().unwrap().update(*state, h, &a);
+        }
+        let alone = |first: &[u8]| -> [u8; 32] {
+            let mut h = Sha256::new();
+            h.update(first);
+            h.update(&a);
+            h.finalize().into()
+        };
+        let got: Vec<[u8; 32]> = sleds
+            .iter()
+            .map(|(_, h)| h.clone().finalize().into())
+            .collect();
+        assert_eq!(got, vec![alone(&a), alone(&a), alone(&b)]);
+        // Entries are bounded.
+        let mut m = memo.lock().unwrap();
+        for i in 0..3 * HashMemo::KEEP {
+            let mut h = Sha256::new();
+            m.update(HashMemo::EMPTY, &mut h, &[i as u8; 16]);
+        }
+        assert_eq!(m.entries.len(), HashMemo::KEEP);
     }
 }

@@ -10,7 +10,7 @@ use netboot::image::{Catalog, ServedImage};
 use netboot::pace::Rate;
 use netboot::server::{Event, Limits, Server};
 use netboot::sim::{Faults, Sim, Topology};
-use netboot::sled::{Outcome, Sled};
+use netboot::sled::{HashMemo, Outcome, Sled};
 use netboot::wire::Mac;
 use sha2::{Digest, Sha256};
 
@@ -39,6 +39,15 @@ fn limits() -> Limits {
 
 /// A broadcasting server with `images`; sled `i` gets `images[pick(i)]`.
 fn server(images: &[Vec<u8>], sleds: usize, pick: impl Fn(usize) -> usize) -> Server {
+    server_with(images, sleds, pick, limits())
+}
+
+fn server_with(
+    images: &[Vec<u8>],
+    sleds: usize,
+    pick: impl Fn(usize) -> usize,
+    limits: Limits,
+) -> Server {
     let mut c = Catalog::new();
     let idx: Vec<usize> = images
         .iter()
@@ -48,12 +57,18 @@ fn server(images: &[Vec<u8>], sleds: usize, pick: impl Fn(usize) -> usize) -> Se
     for i in 0..sleds {
         c.assign(sled_mac(i), idx[pick(i)]);
     }
-    Server::new(SERVER, c, limits())
+    Server::new(SERVER, c, limits)
 }
 
+/// The sleds share a hash memo, as `sledsim`'s do.
 fn sim(images: &[Vec<u8>], n: usize, pick: impl Fn(usize) -> usize + Copy, faults: Faults) -> Sim {
+    let memo = HashMemo::shared();
     let sleds = (0..n)
-        .map(|i| Sled::new(sled_mac(i), sha(&images[pick(i)])).keep_image())
+        .map(|i| {
+            Sled::new(sled_mac(i), sha(&images[pick(i)]))
+                .keep_image()
+                .with_hash_memo(memo.clone())
+        })
         .collect();
     Sim::new(server(images, n, pick), sleds, faults, 7).on(SEGMENT)
 }
@@ -392,4 +407,31 @@ fn a_hello_flood_from_ten_thousand_macs_does_not_stop_a_real_sled() {
     let waiting = sim.server.as_ref().unwrap().cohorts().unwrap().waiting();
     assert!(waiting <= 64, "{waiting}");
     assert!(sim.server.as_ref().unwrap().sessions().count() <= 64);
+}
+
+#[test]
+fn sleds_sharing_a_hash_memo_verify_images_that_share_a_prefix() {
+    // Unicast, all at once: the memo's entries are taken for the shared
+    // first megabyte, and the last batch, where the images differ, is
+    // hashed per image. Each sled's SHA-256 is its own image's.
+    let a = image(2 << 20, 11);
+    let mut b = a.clone();
+    let last = b.len() - 1;
+    b[last] ^= 0xff;
+    let images = [a, b];
+    let pick = |i: usize| i % 2;
+    let mut sim = sim(&images, 6, pick, Faults::default());
+    sim.server = Some(server_with(
+        &images,
+        6,
+        pick,
+        Limits {
+            broadcast: false,
+            ..limits()
+        },
+    ));
+    assert!(sim.run_to_completion(Duration::from_secs(60)));
+    for i in 0..6 {
+        assert_booted(&sim, i, &images[pick(i)]);
+    }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use netboot::run::{run_sleds, SledFaults};
-use netboot::sled::{Outcome, Sled};
+use netboot::sled::{HashMemo, Outcome, Sled};
 use netboot::wire::Mac;
 
 /// Emulate COUNT sleds (distinct MACs) booting from a boot server on LINK:
@@ -133,10 +133,14 @@ fn run(args: Args) -> Result<bool, String> {
         args.mac.0[4],
         args.mac.0[5],
     ]);
+    // Sleds fed the same broadcast frames hash each batch once between them.
+    let memo = HashMemo::shared();
     let mut sleds: Vec<Sled> = (0..args.count as u64)
         .map(|i| {
             let b = (base + i).to_be_bytes();
-            let s = Sled::new(Mac([b[2], b[3], b[4], b[5], b[6], b[7]]), sum).with_console(console);
+            let s = Sled::new(Mac([b[2], b[3], b[4], b[5], b[6], b[7]]), sum)
+                .with_console(console)
+                .with_hash_memo(memo.clone());
             if args.out.is_some() {
                 s.keep_image()
             } else {

@@ -11,7 +11,7 @@ use super::{Faults, Sim, Topology};
 use crate::event::Event;
 use crate::image::{Catalog, ServedImage};
 use crate::server::{Limits, Server};
-use crate::sled::{Outcome, Sled};
+use crate::sled::{HashMemo, Outcome, Sled};
 use crate::wire::Mac;
 
 /// One simulated rack boot.
@@ -110,10 +110,13 @@ impl Rack {
         let i = catalog.add(image);
         catalog.set_default(Some(i));
         let server = Server::new(Mac([2, 0, 0, 0, 0, 0xfe]), catalog, self.limits.clone());
+        let memo = HashMemo::shared();
         let sleds = (0..self.sleds)
             .map(|i| {
                 let mac = Mac([2, 0, 0, 1, (i >> 8) as u8, i as u8]);
-                Sled::new(mac, sha).with_console(self.console)
+                Sled::new(mac, sha)
+                    .with_console(self.console)
+                    .with_hash_memo(memo.clone())
             })
             .collect();
         let faults = Faults::each_way(self.loss, 0.0);
