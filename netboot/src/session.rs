@@ -113,9 +113,10 @@ pub struct Limits {
     /// The most resend timeout, however slow the round trips (below the
     /// client's own 1 s).
     pub resend_max: Duration,
-    /// How many times to resend one batch (each wait twice the last). Past
-    /// that the client's own re-request (after 1 s) asks for exactly what
-    /// is missing.
+    /// How many times to resend one batch (each wait twice the last):
+    /// odd rounds the batch, even rounds the next one. Past that the
+    /// client's own re-request (after 1 s) asks for exactly what is
+    /// missing.
     pub resend_rounds: u32,
     /// The server link's rate: all sleds together never get more. `None`:
     /// as fast as the link takes frames.
@@ -140,7 +141,7 @@ impl Default for Limits {
             max_rereads_per_sec: 64,
             resend_after: Duration::from_millis(10),
             resend_max: Duration::from_millis(250),
-            resend_rounds: 2,
+            resend_rounds: 4,
             rate: None,
             sled_rate: Some(Rate::GBIT),
             broadcast: false,
@@ -694,27 +695,26 @@ impl Session {
         }
         let Some(b) = &mut self.batch else { return };
         // No READ since this batch left: a frame of it was lost (likely),
-        // or the READ after it was. First resend the batch: the client
-        // takes the frames it waits for and drops the rest, and its next
-        // READ cancels what is still queued. Then the next batch alone, in
-        // case that READ was lost (the client then waits for exactly
-        // those); from the third round on, both.
+        // or the READ after it was. Odd rounds resend the batch: the
+        // client takes the frames it waits for and drops the rest, and its
+        // next READ cancels what is still queued. Even rounds send the next
+        // batch, in case that READ was lost (or the one after a resend
+        // was): the client then waits for exactly those. Alternating also
+        // covers a resent frame lost again, without waiting for the
+        // client's own re-request a second later.
         b.rounds += 1;
         b.done_at = None;
         b.resent_at = Some(now);
-        let next = b.first.saturating_add(BATCH_BYTES);
-        let runs: &[u64] = match b.rounds {
-            1 => &[b.first],
-            2 => &[next],
-            _ => &[b.first, next],
+        let start = if b.rounds % 2 == 1 {
+            b.first
+        } else {
+            b.first.saturating_add(BATCH_BYTES)
         };
-        for &start in runs {
-            self.queue.push_back(Run {
-                start,
-                count: READ_SLOTS as u32,
-                resend: true,
-            });
-        }
+        self.queue.push_back(Run {
+            start,
+            count: READ_SLOTS as u32,
+            resend: true,
+        });
         self.rtt.back_off(limits);
         self.resent_batches += 1;
         self.pending_resent += 1;

@@ -24,6 +24,12 @@
 //!   printed synchronously: the client's loop is blocked for the time the
 //!   serial console takes ([`Sled::with_console`]), and frames that arrive
 //!   meanwhile wait in its queue;
+//! - runs in turns, as `oxide_boot_net_ether_turn` does under the lock the
+//!   receive callback needs to queue a frame: a turn prints the progress
+//!   line if a second has passed (the same console cost), takes every frame
+//!   queued when it began, and only then starts a batch or re-requests: a
+//!   batch completed early in a long queue is answered after the rest of
+//!   the queue (each stray frame a console line) is drained;
 //! - when every slot is empty and the end is reached it sends FINISHED once,
 //!   sets the ramdisk's length to the end of its last batch
 //!   (`oxide_boot_ramdisk_set_len(oe_offset)`) and hashes that many bytes of
@@ -94,6 +100,10 @@ struct Transfer {
     offer: wire::Offer,
     started: Duration,
     slots: [Option<Slot>; READ_SLOTS],
+    /// Slots not empty.
+    outstanding: usize,
+    /// The earliest time a slot has waited past [`RETRY_AFTER`].
+    next_retry: Duration,
     /// Offset of the current batch's first slot.
     batch_start: u64,
     /// The client's `oe_offset`: the end of the last batch started.
@@ -175,6 +185,8 @@ pub struct Sled {
     mac: Mac,
     expected: [u8; 32],
     last_hello: Option<Duration>,
+    /// When the loop last printed its progress line.
+    last_status: Option<Duration>,
     transfer: Option<Transfer>,
     outcome: Option<Outcome>,
     finished_sent: bool,
@@ -183,6 +195,11 @@ pub struct Sled {
     console: Duration,
     /// The loop is printing until then; frames wait in `queue`.
     busy_until: Duration,
+    /// A turn of the client's loop is under way: it takes the frames that
+    /// were queued when it began (`turn_left` of them still), and only then
+    /// issues READs. Frames arriving meanwhile wait for the next turn.
+    in_turn: bool,
+    turn_left: usize,
     queue: VecDeque<Vec<u8>>,
     memo: Option<Arc<Mutex<HashMemo>>>,
     /// DATA frames taken, dropped (not waited for) and READs sent.
@@ -206,6 +223,8 @@ pub struct SledStats {
     /// Frames lost because the queue was full while the console blocked
     /// the loop.
     pub queue_overflow: u64,
+    /// Progress lines printed (one a second while reading).
+    pub status_lines: u64,
 }
 
 impl Sled {
@@ -216,12 +235,15 @@ impl Sled {
             mac,
             expected,
             last_hello: None,
+            last_status: None,
             transfer: None,
             outcome: None,
             finished_sent: false,
             keep: None,
             console: Duration::ZERO,
             busy_until: Duration::ZERO,
+            in_turn: false,
+            turn_left: 0,
             queue: VecDeque::new(),
             memo: None,
             stats: SledStats::default(),
@@ -277,7 +299,7 @@ impl Sled {
         if now < self.busy_until {
             return self.busy_until;
         }
-        if !self.queue.is_empty() {
+        if self.in_turn || !self.queue.is_empty() {
             return now;
         }
         let mut at = now + TICK;
@@ -287,11 +309,10 @@ impl Sled {
                     at = at.min(h + HELLO_INTERVAL);
                 }
             }
-            Some(t) => {
-                for s in t.slots.iter().flatten() {
-                    at = at.min(s.sent_at + RETRY_AFTER + Duration::from_nanos(1));
-                }
+            Some(t) if t.outstanding > 0 => {
+                at = at.min(t.next_retry + Duration::from_nanos(1));
             }
+            Some(_) => {}
         }
         at.max(now)
     }
@@ -302,15 +323,27 @@ impl Sled {
         if now < self.busy_until {
             return;
         }
-        while now >= self.busy_until {
+        if !self.in_turn {
+            // A turn begins (a frame or the 50 ms tick woke the loop): the
+            // progress line first, then the frames queued now.
+            self.in_turn = true;
+            self.turn_left = self.queue.len();
+            if self.print_status(now) {
+                return;
+            }
+        }
+        while self.turn_left > 0 && now >= self.busy_until {
             let Some(frame) = self.queue.pop_front() else {
                 break;
             };
-            self.take(now, &frame, out);
+            self.turn_left -= 1;
+            self.take(now, &frame);
         }
         if now < self.busy_until {
             return;
         }
+        self.turn_left = 0;
+        self.in_turn = false;
         self.turn(now, out);
     }
 
@@ -326,8 +359,7 @@ impl Sled {
             }
             return;
         };
-        let all_empty = t.slots.iter().all(Option::is_none);
-        if all_empty {
+        if t.outstanding == 0 {
             t.complete_batch(&mut self.keep, self.memo.as_deref());
             if t.eof || t.next_offset >= t.offer.data_size {
                 // oxide_boot_net_ether_turn: FINISHED, once, then
@@ -367,6 +399,8 @@ impl Sled {
                 });
                 read.offsets[i] = offset;
             }
+            t.outstanding = READ_SLOTS;
+            t.next_retry = now + RETRY_AFTER;
             t.batch.clear();
             t.batch.resize(BATCH_BYTES, 0);
             out.push(t.server, self.mac, &Repr::Read(read));
@@ -374,10 +408,14 @@ impl Sled {
             return;
         }
         // Re-request every slot that has waited too long, sparsely.
+        if now <= t.next_retry {
+            return;
+        }
         let mut read = wire::Read {
             count: 0,
             offsets: [0; READ_SLOTS],
         };
+        let mut next = now + RETRY_AFTER;
         for (i, slot) in t.slots.iter_mut().enumerate() {
             if let Some(s) = slot {
                 if now.saturating_sub(s.sent_at) > RETRY_AFTER {
@@ -385,8 +423,10 @@ impl Sled {
                     read.count += 1;
                     s.sent_at = now;
                 }
+                next = next.min(s.sent_at + RETRY_AFTER);
             }
         }
+        t.next_retry = next;
         if read.count > 0 {
             out.push(t.server, self.mac, &Repr::Read(read));
             self.stats.rereads += 1;
@@ -416,7 +456,7 @@ impl Sled {
             self.queue.clear();
             return;
         }
-        if now < self.busy_until || !self.queue.is_empty() {
+        if self.in_turn || now < self.busy_until || !self.queue.is_empty() {
             if self.queue.len() < QUEUE_LIMIT {
                 self.queue.push_back(frame.to_vec());
             } else {
@@ -424,22 +464,57 @@ impl Sled {
             }
             return;
         }
-        self.take_repr(now, &eth, repr, out);
+        // The loop was idle: this frame wakes it for a turn of its own.
+        if self.print_status(now) {
+            self.in_turn = true;
+            self.turn_left = 1;
+            self.queue.push_back(frame.to_vec());
+            return;
+        }
+        self.take_repr(now, &eth, repr);
+        if now < self.busy_until {
+            // A console line: the turn ends (READs are issued) after it.
+            self.in_turn = true;
+            self.turn_left = 0;
+            return;
+        }
+        self.turn(now, out);
+    }
+
+    /// The READING state's progress line: each turn of the loop starts by
+    /// printing "\r receiving OFFSET / SIZE (PCT%)" when a second has
+    /// passed since the last (`oxide_boot_net_ether_turn`), about as long
+    /// as a dropped-DATA line: the loop is blocked meanwhile. True if it
+    /// printed now.
+    fn print_status(&mut self, now: Duration) -> bool {
+        if self.transfer.is_none() || self.outcome.is_some() || self.console.is_zero() {
+            return false;
+        }
+        if self
+            .last_status
+            .is_some_and(|t| now.saturating_sub(t) <= RETRY_AFTER)
+        {
+            return false;
+        }
+        self.last_status = Some(now);
+        self.stats.status_lines += 1;
+        self.busy_until = now + self.console;
+        true
     }
 
     /// The loop's handling of one queued frame.
-    fn take(&mut self, now: Duration, frame: &[u8], out: &mut Outbox) {
+    fn take(&mut self, now: Duration, frame: &[u8]) {
         let Ok(eth) = EthFrame::parse(frame) else {
             return;
         };
         let Ok(repr) = Repr::parse(eth.payload) else {
             return;
         };
-        self.take_repr(now, &eth, repr, out);
+        self.take_repr(now, &eth, repr);
     }
 
     /// The loop's handling of one parsed frame.
-    fn take_repr(&mut self, now: Duration, eth: &EthFrame<'_>, repr: Repr<'_>, out: &mut Outbox) {
+    fn take_repr(&mut self, now: Duration, eth: &EthFrame<'_>, repr: Repr<'_>) {
         if self.outcome.is_some() {
             return;
         }
@@ -462,6 +537,8 @@ impl Sled {
                     offer,
                     started: now,
                     slots: [None; READ_SLOTS],
+                    outstanding: 0,
+                    next_retry: now,
                     batch_start: 0,
                     next_offset: 0,
                     batch: Vec::with_capacity(BATCH_BYTES),
@@ -474,8 +551,7 @@ impl Sled {
                     },
                     hashed: 0,
                 });
-                // The client starts its first batch at once.
-                self.turn(now, out);
+                // The turn's end starts the first batch.
             }
             Repr::Data { offset, bytes } => {
                 // Before an OFFER is accepted, DATA is ignored silently.
@@ -494,6 +570,7 @@ impl Sled {
                     return;
                 };
                 *slot = None;
+                t.outstanding -= 1;
                 self.stats.data_taken += 1;
                 if bytes.is_empty() {
                     t.eof = true;
@@ -501,9 +578,6 @@ impl Sled {
                     let at = (offset - t.batch_start) as usize;
                     let n = bytes.len().min(BATCH_BYTES - at);
                     t.batch[at..at + n].copy_from_slice(&bytes[..n]);
-                }
-                if t.slots.iter().all(Option::is_none) {
-                    self.turn(now, out);
                 }
             }
             Repr::Reset | Repr::Hello { .. } | Repr::Read(_) | Repr::Finished => {}
