@@ -264,6 +264,38 @@ struct Run {
 /// console lines on average instead of all of it.
 pub const RESEND_GAP: Duration = Duration::from_micros(250);
 
+/// The most gap between resent frames: a console line at 9600 baud.
+pub const RESEND_GAP_MAX: Duration = Duration::from_millis(50);
+
+/// How long a sled with a 115200-baud console (about 4 ms a line) takes
+/// to print a line for every frame of a resent batch: before the server
+/// knows a sled keeps up with resent frames, it waits that long after one
+/// resend round before the next, so that rounds never pile up on a sled
+/// still printing the last one's lines.
+pub const SLOW_DRAIN: Duration =
+    Duration::from_micros(crate::sled::CONSOLE_LINE_115200.as_micros() as u64 * READ_SLOTS as u64);
+
+/// What a resend answered by the sled's next READ says of its pace: the
+/// READ came `answer` after the first resent frame left (less the path's
+/// round trip), `frames` resent frames having left `gap` apart. A sled that
+/// prints a line as fast as the gap answers just after its missing frame,
+/// while frames are still leaving: it keeps up, and the gap eases back
+/// toward [`RESEND_GAP`] (a twentieth a time). One that answers later than
+/// the last resent frame left (a tenth to spare) printed slower than the
+/// gap and was buried in lines: it needed at least `answer / frames` a
+/// frame, and the gap rises to that at once. Returns the new gap and
+/// whether the sled kept up.
+pub(crate) fn next_gap(gap: Duration, answer: Duration, frames: u32) -> (Duration, bool) {
+    let frames = frames.max(1);
+    let sending = gap * frames;
+    let (gap, kept_up) = if answer > sending + sending / 10 {
+        (gap.max(answer / frames), false)
+    } else {
+        (gap - gap / 20, true)
+    };
+    (gap.clamp(RESEND_GAP, RESEND_GAP_MAX), kept_up)
+}
+
 /// The last dense batch the sled asked for, and its resending.
 #[derive(Clone, Copy, Debug)]
 struct Batch {
@@ -436,6 +468,21 @@ pub struct Session {
     chunks: Chunks,
     /// When the next resent frame may leave.
     next_resend: Duration,
+    /// The gap between resent frames ([`next_gap`]).
+    gap: Duration,
+    /// The batch in flight's first resend round: when its first frame
+    /// left, and how many have left.
+    resend_started: Option<Duration>,
+    resend_frames: u32,
+    /// Whether the sled was seen to keep up with resent frames (see
+    /// [`next_gap`]); until then rounds are [`SLOW_DRAIN`] apart.
+    keeps_up: bool,
+    /// No resend before then: a slow sled is still printing lines for the
+    /// frames resent before its last READ.
+    quiet_until: Duration,
+    /// The next batch, sent by a resend round in case the sled's READ for
+    /// it was lost: when that READ comes, those frames are its answer.
+    sent_ahead: Option<u64>,
 }
 
 impl Session {
@@ -467,7 +514,18 @@ impl Session {
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
             chunks: Chunks::default(),
             next_resend: now,
+            gap: RESEND_GAP,
+            resend_started: None,
+            resend_frames: 0,
+            keeps_up: false,
+            quiet_until: now,
+            sent_ahead: None,
         }
+    }
+
+    /// The gap between resent frames now.
+    pub fn gap(&self) -> Duration {
+        self.gap
     }
 
     /// The server sent this sled an OFFER at `now`: the first READ after it
@@ -592,6 +650,24 @@ impl Session {
                 // no batch queued anywhere; not an estimate for batches.
                 self.rtt.min_rtt = Some(now.saturating_sub(t));
             }
+            self.resend_started = None;
+            self.resend_frames = 0;
+            if self.sent_ahead.take() == Some(first) {
+                // A resend round sent this batch already (the READ for it
+                // was thought lost): those frames, queued or on their way,
+                // answer this READ; sending them again would only cost the
+                // sled console lines.
+                self.batch = Some(Batch {
+                    first,
+                    asked_at: now,
+                    done_at: self.queue.is_empty().then_some(now),
+                    first_done: None,
+                    resent_at: None,
+                    rounds: 0,
+                });
+                self.report_retransmits(now, events);
+                return;
+            }
             // The sled has every frame before this batch: whatever is
             // still queued (a resend it no longer needs) would only cost
             // it console lines.
@@ -670,6 +746,22 @@ impl Session {
             self.rtt.sample(now.saturating_sub(first_done), limits);
         } else {
             self.rtt.loss_confirmed(limits);
+            // Answered after the batch was resent: how fast the sled took
+            // the first round.
+            if let Some(t0) = self.resend_started {
+                // A round trip as long as any the link has lately given
+                // (a busy link's queue is not a slow sled).
+                let trip = self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4;
+                let answer = now.saturating_sub(t0).saturating_sub(trip);
+                let (gap, kept_up) = next_gap(self.gap, answer, self.resend_frames);
+                self.gap = gap;
+                self.keeps_up = kept_up;
+                if !kept_up {
+                    // Lines for about half the round may still be ahead of
+                    // its next batch.
+                    self.quiet_until = now + gap * (self.resend_frames / 2);
+                }
+            }
         }
     }
 
@@ -682,7 +774,12 @@ impl Session {
         if b.rounds >= limits.resend_rounds {
             return None;
         }
-        Some(b.done_at? + self.rtt.rto)
+        let drain = if b.rounds == 0 || self.keeps_up {
+            Duration::ZERO
+        } else {
+            SLOW_DRAIN.saturating_sub(self.gap * READ_SLOTS as u32)
+        };
+        Some((b.done_at? + self.rtt.rto.max(drain)).max(self.quiet_until))
     }
 
     /// Timers: resends the batch when the sled's next READ is overdue.
@@ -706,9 +803,12 @@ impl Session {
         b.done_at = None;
         b.resent_at = Some(now);
         let start = if b.rounds % 2 == 1 {
+            self.sent_ahead = None;
             b.first
         } else {
-            b.first.saturating_add(BATCH_BYTES)
+            let next = b.first.saturating_add(BATCH_BYTES);
+            self.sent_ahead = Some(next);
+            next
         };
         self.queue.push_back(Run {
             start,
@@ -751,7 +851,11 @@ impl Session {
     pub fn emit(&mut self, now: Duration, ctx: &mut SendCtx<'_>) -> Option<usize> {
         let run = self.queue.front_mut()?;
         if run.resend {
-            self.next_resend = now + RESEND_GAP;
+            self.next_resend = now + self.gap;
+            if self.batch.is_some_and(|b| b.rounds == 1) {
+                self.resend_started.get_or_insert(now);
+                self.resend_frames += 1;
+            }
         }
         let offset = run.start;
         run.start = run.start.saturating_add(DATA_CHUNK as u64);
@@ -816,6 +920,7 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::ServedImage;
 
     #[test]
     fn the_estimate_follows_round_trips_within_its_bounds() {
@@ -837,6 +942,101 @@ mod tests {
         assert_eq!(r.rto, limits.resend_after * 8, "eight times at most");
         r.sample(Duration::from_secs(5), &limits);
         assert_eq!(r.rto, limits.resend_max, "the cap");
+    }
+
+    /// A session serving a 1 MiB image, and a helper that sends what it
+    /// may by `now`, returning the DATA offsets (KiB).
+    fn session() -> (Session, Limits) {
+        let image = crate::sim::rack::test_image(1 << 20, 1);
+        let image = Arc::new(ServedImage::from_memory("t", image).unwrap());
+        let limits = Limits {
+            sled_rate: None,
+            ..Limits::default()
+        };
+        (
+            Session::new(Mac([2, 0, 0, 0, 0, 1]), image, Duration::ZERO, &limits),
+            limits,
+        )
+    }
+
+    fn send_until(s: &mut Session, now: Duration) -> Vec<u64> {
+        let mut out = Outbox::new();
+        let mut events = Vec::new();
+        let mut t = Duration::ZERO;
+        while s.has_queued() {
+            t = t.max(s.ready_at(t));
+            if t > now {
+                break;
+            }
+            let mut ctx = SendCtx {
+                from: Mac([2, 0, 0, 0, 0, 0xfe]),
+                out: &mut out,
+                events: &mut events,
+            };
+            s.emit(t, &mut ctx);
+        }
+        out.frames()
+            .map(|f| match Repr::parse(&f[14..]).unwrap() {
+                Repr::Data { offset, .. } => offset >> 10,
+                other => panic!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn dense(first: u64) -> wire::Read {
+        let mut offsets = [0; READ_SLOTS];
+        for (i, o) in offsets.iter_mut().enumerate() {
+            *o = first + i as u64 * DATA_CHUNK as u64;
+        }
+        wire::Read {
+            count: READ_SLOTS as u64,
+            offsets,
+        }
+    }
+
+    #[test]
+    fn resend_rounds_alternate_between_the_batch_and_the_next() {
+        let (mut s, limits) = session();
+        let mut events = Vec::new();
+        assert!(s.on_read(Duration::ZERO, &dense(0), &limits, &mut events));
+        assert_eq!(send_until(&mut s, Duration::ZERO).len(), 128);
+        let mut firsts = Vec::new();
+        let mut now = Duration::ZERO;
+        while let Some(at) = s.next_timer(&limits) {
+            now = at;
+            s.on_timer(now, &limits, &mut events);
+            let sent = send_until(&mut s, now + Duration::from_secs(1));
+            assert_eq!(sent.len(), 128);
+            firsts.push(sent[0]);
+            now += Duration::from_secs(1);
+        }
+        // The batch, the next (its READ lost?), and again: as many rounds
+        // as resend-rounds.
+        assert_eq!(firsts, [0, 128, 0, 128]);
+        // The READ for the batch sent ahead is answered by those frames:
+        // nothing is sent again.
+        assert!(s.on_read(now, &dense(128 << 10), &limits, &mut events));
+        assert!(!s.has_queued());
+    }
+
+    #[test]
+    fn the_resend_gap_follows_the_sleds_pace() {
+        let ms = Duration::from_millis;
+        let us = Duration::from_micros;
+        // Answered while frames were still leaving: it kept up; the gap
+        // eases down, never below the default.
+        assert_eq!(next_gap(us(500), us(10_000), 40), (us(475), true));
+        assert_eq!(next_gap(RESEND_GAP, us(1_000), 4), (RESEND_GAP, true));
+        // Answered half a second after 128 frames at 250 µs (32 ms): it
+        // prints about 3.9 ms a line, and the gap is that at once.
+        let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128);
+        assert!(!kept_up);
+        assert_eq!(gap, ms(500) / 128);
+        // Bounded.
+        assert_eq!(
+            next_gap(RESEND_GAP, Duration::from_secs(60), 1).0,
+            RESEND_GAP_MAX
+        );
     }
 
     #[test]

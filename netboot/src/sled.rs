@@ -650,4 +650,84 @@ mod tests {
         }
         assert_eq!(m.entries.len(), HashMemo::KEEP);
     }
+
+    /// The frames a sled sent: (type, first offset asked for).
+    fn sent(out: &mut Outbox) -> Vec<Repr<'static>> {
+        let v = out
+            .frames()
+            .map(|f| match Repr::parse(&f[14..]).unwrap() {
+                Repr::Read(r) => Repr::Read(r),
+                Repr::Hello { .. } => Repr::Hello { text: HELLO_TEXT },
+                Repr::Finished => Repr::Finished,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        out.clear();
+        v
+    }
+
+    #[test]
+    fn a_turn_answers_only_after_the_strays_queued_before_it() {
+        // oxide_boot_net_ether_turn takes every frame queued when the turn
+        // began and only then starts the next batch: a batch completed
+        // early in a queue of strays is answered after them.
+        let ms = Duration::from_millis;
+        let img = vec![7u8; 1 << 20];
+        let sum: [u8; 32] = Sha256::digest(&img).into();
+        let server = Mac([2, 0, 0, 0, 0, 0xfe]);
+        let me = Mac([2, 0, 0, 0, 0, 1]);
+        let mut sled = Sled::new(me, sum).with_console(ms(1));
+        let mut out = Outbox::new();
+        let frame = |r: &Repr<'_>| {
+            let mut f = Vec::new();
+            wire::emit_frame(&mut f, me, server, r);
+            f
+        };
+        let mut dataset = [0u8; 128];
+        dataset[0] = b'x';
+        let offer = wire::Offer {
+            ramdisk_size: 4 << 20,
+            data_size: img.len() as u64,
+            sha256: sum,
+            dataset,
+        };
+        sled.poll(Duration::ZERO, &mut out);
+        out.clear(); // HELLO
+        sled.handle(Duration::ZERO, &frame(&Repr::Offer(offer)), &mut out);
+        assert!(matches!(sent(&mut out)[..], [Repr::Read(_)]));
+        let data = |k: u64| {
+            frame(&Repr::Data {
+                offset: k << 10,
+                bytes: &img[(k << 10) as usize..((k + 1) << 10) as usize],
+            })
+        };
+        // The first turn reading prints the progress line.
+        sled.poll(Duration::ZERO, &mut out);
+        sled.poll(ms(1), &mut out);
+        assert_eq!(sled.stats.status_lines, 1);
+        let t = |us: u64| ms(2) + Duration::from_micros(us);
+        // 127 of the batch's frames arrive while the loop is idle.
+        for k in 0..127 {
+            sled.handle(t(1), &data(k), &mut out);
+        }
+        // A stray blocks the loop 1 ms (a console line); meanwhile the
+        // batch's last frame and another stray queue up.
+        sled.handle(t(2), &data(0), &mut out);
+        sled.handle(t(3), &data(127), &mut out);
+        sled.handle(t(4), &data(1), &mut out);
+        assert!(sent(&mut out).is_empty());
+        // The stray's turn ends; the next takes both queued frames: the
+        // batch completes, then the stray blocks the loop again, and the
+        // READ waits for it.
+        sled.poll(t(1_002), &mut out);
+        assert_eq!(sled.next_wakeup(t(1_002)), t(1_002));
+        sled.poll(t(1_002), &mut out);
+        assert!(sent(&mut out).is_empty(), "no READ before the stray's line");
+        assert_eq!(sled.stats.data_dropped, 2);
+        sled.poll(t(2_002), &mut out);
+        match &sent(&mut out)[..] {
+            [Repr::Read(r)] => assert_eq!(r.offsets[0], 128 << 10),
+            other => panic!("{other:?}"),
+        }
+    }
 }
