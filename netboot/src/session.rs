@@ -272,28 +272,33 @@ pub const RESEND_GAP_MAX: Duration = Duration::from_millis(50);
 /// knows a sled keeps up with resent frames, it waits that long after one
 /// resend round before the next, so that rounds never pile up on a sled
 /// still printing the last one's lines.
-pub const SLOW_DRAIN: Duration =
-    Duration::from_micros(crate::sled::CONSOLE_LINE_115200.as_micros() as u64 * READ_SLOTS as u64);
+/// Half as long again, to spare.
+pub const SLOW_DRAIN: Duration = Duration::from_micros(
+    crate::sled::CONSOLE_LINE_115200.as_micros() as u64 * READ_SLOTS as u64 * 3 / 2,
+);
 
 /// What a resend answered by the sled's next READ says of its pace: the
-/// READ came `answer` after the first resent frame left (less the path's
-/// round trip), `frames` resent frames having left `gap` apart. A sled that
-/// prints a line as fast as the gap answers just after its missing frame,
-/// while frames are still leaving: it keeps up, and the gap eases back
-/// toward [`RESEND_GAP`] (a twentieth a time). One that answers later than
-/// the last resent frame left (a tenth to spare) printed slower than the
-/// gap and was buried in lines: it needed at least `answer / frames` a
-/// frame, and the gap rises to that at once. Returns the new gap and
-/// whether the sled kept up.
+/// READ came `answer` after the first resent frame left (less a round trip
+/// as long as any the link has lately given), `frames` resent frames having
+/// left `gap` apart. A sled that prints a line as fast as the gap answers
+/// just after its missing frame, while frames are still leaving: it keeps
+/// up. One that answers later than the last resent frame left (a tenth to
+/// spare) printed slower than the gap and was buried in lines: it needed
+/// at least `answer / frames` a frame, and the gap rises to that at once
+/// (at 115200 baud a line takes about 4 ms; frames at 250 µs pile up 16
+/// lines for each it prints). The gap never comes down again for that
+/// sled: one a little faster than its console is not seen (it still
+/// answers while frames leave), yet leaves lines queued ahead of its next
+/// batch, which then looks late, and resends on resends bury it. Returns
+/// the new gap and whether the sled kept up.
 pub(crate) fn next_gap(gap: Duration, answer: Duration, frames: u32) -> (Duration, bool) {
     let frames = frames.max(1);
     let sending = gap * frames;
-    let (gap, kept_up) = if answer > sending + sending / 10 {
-        (gap.max(answer / frames), false)
+    if answer > sending + sending / 10 {
+        ((answer / frames).clamp(gap, RESEND_GAP_MAX), false)
     } else {
-        (gap - gap / 20, true)
-    };
-    (gap.clamp(RESEND_GAP, RESEND_GAP_MAX), kept_up)
+        (gap, true)
+    }
 }
 
 /// The last dense batch the sled asked for, and its resending.
@@ -746,9 +751,9 @@ impl Session {
             self.rtt.sample(now.saturating_sub(first_done), limits);
         } else {
             self.rtt.loss_confirmed(limits);
-            // Answered after the batch was resent: how fast the sled took
-            // the first round.
-            if let Some(t0) = self.resend_started {
+            // Answered by the batch's first resend round (no other round
+            // sent yet): how fast the sled took it.
+            if let (1, Some(t0)) = (b.rounds, self.resend_started) {
                 // A round trip as long as any the link has lately given
                 // (a busy link's queue is not a slow sled).
                 let trip = self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4;
@@ -1024,9 +1029,11 @@ mod tests {
         let ms = Duration::from_millis;
         let us = Duration::from_micros;
         // Answered while frames were still leaving: it kept up; the gap
-        // eases down, never below the default.
-        assert_eq!(next_gap(us(500), us(10_000), 40), (us(475), true));
+        // stays.
+        assert_eq!(next_gap(us(500), us(10_000), 40), (us(500), true));
         assert_eq!(next_gap(RESEND_GAP, us(1_000), 4), (RESEND_GAP, true));
+        // Never down.
+        assert_eq!(next_gap(ms(4), ms(100), 128), (ms(4), true));
         // Answered half a second after 128 frames at 250 µs (32 ms): it
         // prints about 3.9 ms a line, and the gap is that at once.
         let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128);
