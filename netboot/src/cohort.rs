@@ -45,7 +45,9 @@ use crate::image::ServedImage;
 use crate::pace;
 use crate::server::Sessions;
 use crate::session::REREQUEST_AFTER;
-use crate::session::{is_dense, Chunks, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP};
+use crate::session::{
+    is_dense, next_gap, Chunks, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP, SLOW_DRAIN,
+};
 use crate::sled::HELLO_INTERVAL;
 use crate::wire::{self, Mac, Repr, DATA_CHUNK, READ_SLOTS};
 use crate::Outbox;
@@ -99,6 +101,22 @@ struct Member {
     rounds: u32,
     /// When the last frame of its round-1 resend left.
     resend_done: Option<Duration>,
+    /// When the first frame of its round-1 resend left, and how many have.
+    resend_started: Option<Duration>,
+    resend_frames: u32,
+    /// Its console's pace, as its repairs showed it (kept across batches).
+    pace: Pace,
+}
+
+/// A member's pace for resent frames (see [`next_gap`]): the gap between
+/// them, whether it was seen to keep up with them (until then, rounds are
+/// [`SLOW_DRAIN`] apart), and no repair before `quiet_until` (a slow
+/// console still printing lines for frames resent before its last READ).
+#[derive(Clone, Copy, Debug)]
+struct Pace {
+    gap: Duration,
+    keeps_up: bool,
+    quiet_until: Duration,
 }
 
 impl Member {
@@ -112,6 +130,13 @@ impl Member {
             sent: 0,
             rounds: 0,
             resend_done: None,
+            resend_started: None,
+            resend_frames: 0,
+            pace: Pace {
+                gap: RESEND_GAP,
+                keeps_up: false,
+                quiet_until: now,
+            },
         }
     }
 
@@ -289,6 +314,18 @@ impl Cohort {
                 // resend was needed: one doubling is undone.
                 if m.rounds > 0 {
                     self.rtt.loss_confirmed(limits);
+                    // Answered by its round-1 resend alone: how fast it
+                    // took that.
+                    if let (1, Some(t0)) = (m.rounds, m.resend_started) {
+                        let trip = self.rtt.long_trip();
+                        let answer = now.saturating_sub(t0).saturating_sub(trip);
+                        let (gap, kept_up) = next_gap(m.pace.gap, answer, m.resend_frames);
+                        m.pace.gap = gap;
+                        m.pace.keeps_up = kept_up;
+                        if !kept_up {
+                            m.pace.quiet_until = now + gap * (m.resend_frames / 2);
+                        }
+                    }
                 } else if self.batch == Some(m.asked) {
                     if let Some(d) = self.batch_done {
                         self.rtt.sample(now.saturating_sub(d), limits);
@@ -304,6 +341,9 @@ impl Cohort {
                 sent: 0,
                 rounds: 0,
                 resend_done: None,
+                resend_started: None,
+                resend_frames: 0,
+                pace: m.pace,
             };
             self.drop_queued_for(mac);
             self.advance();
@@ -340,6 +380,9 @@ impl Cohort {
                 sent: !waiting,
                 rounds: limits.resend_rounds,
                 resend_done: None,
+                resend_started: None,
+                resend_frames: 0,
+                pace: m.pace,
             };
         } else if !m.served {
             // Held members have been sent nothing: their batch goes out
@@ -453,12 +496,20 @@ impl Cohort {
         if !(m.reading && m.served) {
             return None;
         }
-        let done = match m.rounds {
-            0 if self.batch == Some(m.asked) => self.batch_done?,
-            1 => m.resend_done?,
+        let (done, wait) = match m.rounds {
+            0 if self.batch == Some(m.asked) => (self.batch_done?, self.rtt.rto),
+            // Before the next round, time for a slow console to print a
+            // line for each resent frame, until it was seen to keep up.
+            1 if m.pace.keeps_up => (m.resend_done?, self.rtt.rto),
+            1 => (
+                m.resend_done?,
+                self.rtt
+                    .rto
+                    .max(SLOW_DRAIN.saturating_sub(m.pace.gap * READ_SLOTS as u32)),
+            ),
             _ => return None,
         };
-        Some(done + self.rtt.rto)
+        Some((done + wait).max(m.pace.quiet_until))
     }
 
     fn queue_batch(&mut self, first: u64, dest: Dest, resend: bool) {
@@ -547,13 +598,17 @@ impl Cohort {
                 }
             };
             if f.resend {
-                self.next_resend = now + RESEND_GAP;
                 let more = self
                     .queue
                     .iter()
                     .any(|g| g.dest == Dest::Sled(to) && g.resend);
-                if let Some(m) = self.members.get_mut(&to).filter(|_| !more) {
-                    m.resend_done = Some(now);
+                if let Some(m) = self.members.get_mut(&to) {
+                    self.next_resend = now + m.pace.gap;
+                    m.resend_started.get_or_insert(now);
+                    m.resend_frames += 1;
+                    if !more {
+                        m.resend_done = Some(now);
+                    }
                 }
             }
             return Some(self.send(now, f.offset, to, sessions, ctx));

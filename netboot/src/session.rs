@@ -361,6 +361,12 @@ impl Rtt {
             .min(most);
     }
 
+    /// A round trip as long as any the path has lately given (`srtt + 4
+    /// rttvar`): a busy link's queue is not a slow sled.
+    pub(crate) fn long_trip(&self) -> Duration {
+        self.srtt.unwrap_or_default() + self.rttvar * 4
+    }
+
     pub(crate) fn sample(&mut self, r: Duration, limits: &Limits) {
         match self.srtt {
             None => {
@@ -754,9 +760,7 @@ impl Session {
             // Answered by the batch's first resend round (no other round
             // sent yet): how fast the sled took it.
             if let (1, Some(t0)) = (b.rounds, self.resend_started) {
-                // A round trip as long as any the link has lately given
-                // (a busy link's queue is not a slow sled).
-                let trip = self.rtt.srtt.unwrap_or_default() + self.rtt.rttvar * 4;
+                let trip = self.rtt.long_trip();
                 let answer = now.saturating_sub(t0).saturating_sub(trip);
                 let (gap, kept_up) = next_gap(self.gap, answer, self.resend_frames);
                 self.gap = gap;
