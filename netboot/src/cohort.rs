@@ -82,6 +82,8 @@ struct Frame {
     dest: Dest,
     /// The server's own resend: spaced for the sled's console.
     resend: bool,
+    /// The last frame of a batch queued for one member.
+    last: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +108,9 @@ struct Member {
     resend_frames: u32,
     /// Its console's pace, as its repairs showed it (kept across batches).
     pace: Pace,
+    /// When the last frame of its batch left by unicast (a cohort serving
+    /// by unicast: see [`Cohort::lockstep`]).
+    unicast_done: Option<Duration>,
 }
 
 /// A member's pace for resent frames (see [`next_gap`]): the gap between
@@ -114,13 +119,18 @@ struct Member {
 /// console still printing lines for frames resent before its last READ).
 #[derive(Clone, Copy, Debug)]
 struct Pace {
+    /// Its round trip and resend timeout (each member's own: one sled's
+    /// repairs do not back off the others').
+    rtt: Rtt,
     gap: Duration,
     keeps_up: bool,
     quiet_until: Duration,
+    /// When its next resent frame may leave.
+    next: Duration,
 }
 
 impl Member {
-    fn new(now: Duration) -> Member {
+    fn new(now: Duration, limits: &Limits) -> Member {
         Member {
             since: now,
             reading: false,
@@ -132,10 +142,13 @@ impl Member {
             resend_done: None,
             resend_started: None,
             resend_frames: 0,
+            unicast_done: None,
             pace: Pace {
+                rtt: Rtt::new(limits),
                 gap: RESEND_GAP,
                 keeps_up: false,
                 quiet_until: now,
+                next: now,
             },
         }
     }
@@ -170,16 +183,33 @@ pub struct Cohort {
     members: BTreeMap<Mac, Member>,
     /// Members that left: they do not join this cohort again.
     gone: BTreeSet<Mac>,
+    /// Members handed to unicast sessions (see [`Cohort::maybe_unicast`]):
+    /// still in transfer, so the next cohort waits for them too.
+    pub handed: BTreeSet<Mac>,
     /// The batch last queued for the cohort, and when its last frame left.
     batch: Option<u64>,
     batch_done: Option<Duration>,
     queue: VecDeque<Frame>,
+    /// Resent frames, per member: each leaves at its member's console pace
+    /// (`Pace::next`), without holding up `queue` or the others.
+    resends: BTreeMap<Mac, VecDeque<Frame>>,
     /// Cohort frames still in `queue`.
     queued_cohort: usize,
     pace: Option<pace::Bucket>,
-    next_resend: Duration,
-    rtt: Rtt,
     chunks: Chunks,
+    /// The server's limits (for the sessions that take members over).
+    limits: Limits,
+    /// Each batch goes out once, broadcast, when every member asked for it;
+    /// false once waiting for repairs costs more than unicast would
+    /// ([`Cohort::maybe_unicast`]).
+    pub lockstep: bool,
+    /// Time spent waiting for members to ask for the next batch, and
+    /// sending batches (from queued to the last frame out), and how many.
+    stalled: Duration,
+    sending: Duration,
+    batches: u64,
+    waiting_since: Option<Duration>,
+    queued_at: Duration,
     pub broadcast_frames: u64,
     pub unicast_frames: u64,
     pub booted: usize,
@@ -194,16 +224,23 @@ impl Cohort {
             started: now,
             members: BTreeMap::new(),
             gone: BTreeSet::new(),
+            handed: BTreeSet::new(),
             batch: None,
             batch_done: None,
             queue: VecDeque::new(),
+            resends: BTreeMap::new(),
             queued_cohort: 0,
             pace: limits
                 .sled_rate
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
-            next_resend: now,
-            rtt: Rtt::new(limits),
             chunks: Chunks::default(),
+            limits: limits.clone(),
+            lockstep: true,
+            stalled: Duration::ZERO,
+            sending: Duration::ZERO,
+            batches: 0,
+            waiting_since: None,
+            queued_at: now,
             broadcast_frames: 0,
             unicast_frames: 0,
             booted: 0,
@@ -217,15 +254,16 @@ impl Cohort {
     }
 
     pub fn has_queued(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || !self.resends.is_empty()
     }
 
     fn drop_queued_for(&mut self, mac: Mac) {
         self.queue.retain(|f| f.dest != Dest::Sled(mac));
+        self.resends.remove(&mac);
     }
 
     fn leave(&mut self, mac: Mac, why: String, sessions: &mut Sessions, events: &mut Vec<Event>) {
-        if self.members.remove(&mac).is_none() {
+        if self.members.remove(&mac).is_none() && !self.handed.remove(&mac) {
             return;
         }
         sessions.remove(&mac);
@@ -242,8 +280,12 @@ impl Cohort {
     /// Lockstep: once every member has sent a READ and all ask for the
     /// same batch, it is queued once for the cohort; members behind the
     /// others get their batch by unicast (they catch up); members ahead
-    /// wait.
-    fn advance(&mut self) {
+    /// wait. A cohort no longer in lockstep hands each member to a unicast
+    /// session at its next batch.
+    fn advance(&mut self, now: Duration) {
+        if !self.lockstep {
+            return;
+        }
         if self.members.is_empty() || self.members.values().any(|m| !m.reading) {
             return;
         }
@@ -254,11 +296,16 @@ impl Cohort {
             if self.members.values().any(|m| !m.served) {
                 self.batch = Some(target);
                 self.batch_done = None;
+                self.queued_at = now;
+                if let Some(t) = self.waiting_since.take() {
+                    self.stalled += now.saturating_sub(t);
+                }
                 for i in 0..READ_SLOTS as u64 {
                     self.queue.push_back(Frame {
                         offset: target.saturating_add(i * DATA_CHUNK as u64),
                         dest: Dest::Cohort,
                         resend: false,
+                        last: false,
                     });
                 }
                 self.queued_cohort += READ_SLOTS;
@@ -268,18 +315,84 @@ impl Cohort {
             }
             return;
         }
-        for (mac, m) in self.members.iter_mut() {
-            if m.asked < target && !m.served {
+        // Some member asked for a batch the others have not: the cohort
+        // waits for them from now.
+        if self.batch != Some(target) {
+            self.waiting_since.get_or_insert(now);
+        }
+        let behind: Vec<(Mac, u64)> = self
+            .members
+            .iter_mut()
+            .filter(|(_, m)| m.asked < target && !m.served)
+            .map(|(mac, m)| {
                 m.served = true;
-                for i in 0..READ_SLOTS as u64 {
-                    self.queue.push_back(Frame {
-                        offset: m.asked.saturating_add(i * DATA_CHUNK as u64),
-                        dest: Dest::Sled(*mac),
-                        resend: false,
-                    });
+                (*mac, m.asked)
+            })
+            .collect();
+        for (mac, first) in behind {
+            self.queue_batch(first, Dest::Sled(mac), false);
+        }
+    }
+
+    /// Whether the cohort would finish sooner serving its members one by
+    /// one: after 16 batches, if the time it waited for members' repairs
+    /// (from a member's READ for the next batch to the last member's) is
+    /// more than `members - 1` times its time sending, unicast (which
+    /// sends each batch `members` times but never waits) is faster. With
+    /// loss and a slow console, each repair is a blind search for the lost
+    /// frame at the console's pace, and the whole cohort waits for it.
+    fn maybe_unicast(
+        &mut self,
+        now: Duration,
+        limits: &Limits,
+        sessions: &mut Sessions,
+        events: &mut Vec<Event>,
+    ) {
+        let n = self.members.len() as u32;
+        if !self.lockstep || self.batches < 4 || n < 2 {
+            return;
+        }
+        if self.stalled <= self.sending * (n - 1) {
+            return;
+        }
+        self.lockstep = false;
+        // Members held for the others (they asked for the next batch and
+        // were sent nothing of it) go to their sessions at once; the rest
+        // at their next batch.
+        let held: Vec<(Mac, u64)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.reading && !m.served)
+            .map(|(mac, m)| (*mac, m.asked))
+            .collect();
+        for (mac, first) in held {
+            if let (Some(s), Some(m)) = (sessions.get_mut(&mac), self.members.remove(&mac)) {
+                self.handed.insert(mac);
+                let mut read = wire::Read {
+                    count: READ_SLOTS as u64,
+                    offsets: [0; READ_SLOTS],
+                };
+                for (i, o) in read.offsets.iter_mut().enumerate() {
+                    *o = first.saturating_add(i as u64 * DATA_CHUNK as u64);
                 }
+                s.take_over(
+                    now,
+                    &read,
+                    limits,
+                    events,
+                    (m.pace.rtt, m.pace.gap, m.pace.keeps_up),
+                );
             }
         }
+        events.push(Event::CohortUnicast {
+            cohort: self.id,
+            why: format!(
+                "waited {:.2} s for repairs against {:.2} s sending {} batches to {n} sleds",
+                self.stalled.as_secs_f64(),
+                self.sending.as_secs_f64(),
+                self.batches
+            ),
+        });
     }
 
     /// A READ from member `mac` (its session exists). False if dropped.
@@ -304,6 +417,15 @@ impl Cohort {
             session.last_seen = now;
             return false;
         }
+        if dense && !again && !self.lockstep {
+            // Serving by unicast now: its session takes it from this batch
+            // on (it has every frame before it).
+            let pace = (m.pace.rtt, m.pace.gap, m.pace.keeps_up);
+            self.members.remove(&mac);
+            self.drop_queued_for(mac);
+            self.handed.insert(mac);
+            return session.take_over(now, read, limits, events, pace);
+        }
         if !session.admit(now, dense && !again, limits, events) {
             return false;
         }
@@ -313,11 +435,11 @@ impl Cohort {
                 // unless it was resent to this member (Karn); then the
                 // resend was needed: one doubling is undone.
                 if m.rounds > 0 {
-                    self.rtt.loss_confirmed(limits);
+                    m.pace.rtt.loss_confirmed(limits);
                     // Answered by its round-1 resend alone: how fast it
                     // took that.
                     if let (1, Some(t0)) = (m.rounds, m.resend_started) {
-                        let trip = self.rtt.long_trip();
+                        let trip = m.pace.rtt.long_trip();
                         let answer = now.saturating_sub(t0).saturating_sub(trip);
                         let (gap, kept_up) = next_gap(m.pace.gap, answer, m.resend_frames);
                         m.pace.gap = gap;
@@ -328,8 +450,10 @@ impl Cohort {
                     }
                 } else if self.batch == Some(m.asked) {
                     if let Some(d) = self.batch_done {
-                        self.rtt.sample(now.saturating_sub(d), limits);
+                        m.pace.rtt.sample(now.saturating_sub(d), limits);
                     }
+                } else if let Some(d) = m.unicast_done {
+                    m.pace.rtt.sample(now.saturating_sub(d), limits);
                 }
             }
             *m = Member {
@@ -343,10 +467,11 @@ impl Cohort {
                 resend_done: None,
                 resend_started: None,
                 resend_frames: 0,
+                unicast_done: None,
                 pace: m.pace,
             };
             self.drop_queued_for(mac);
-            self.advance();
+            self.advance(now);
             return true;
         }
         // A re-request (the client's own, after 1 s; all 128 slots look
@@ -382,6 +507,7 @@ impl Cohort {
                 resend_done: None,
                 resend_started: None,
                 resend_frames: 0,
+                unicast_done: None,
                 pace: m.pace,
             };
         } else if !m.served {
@@ -406,6 +532,7 @@ impl Cohort {
                 offset,
                 dest: Dest::Sled(mac),
                 resend: false,
+                last: false,
             });
             n += 1;
         }
@@ -436,6 +563,30 @@ impl Cohort {
             self.gone.insert(mac);
             self.left += 1;
         }
+        // Handed members: gone with their sessions, or silent as long as a
+        // member may be.
+        let silent: Vec<Mac> = self
+            .handed
+            .iter()
+            .filter(|m| {
+                sessions
+                    .get(m)
+                    .is_none_or(|s| now >= s.last_seen + MEMBER_SILENCE)
+            })
+            .copied()
+            .collect();
+        for mac in silent {
+            self.handed.remove(&mac);
+            self.gone.insert(mac);
+            self.left += 1;
+            if sessions.remove(&mac).is_some() {
+                events.push(Event::Left {
+                    mac,
+                    cohort: self.id,
+                    why: "silent for 5 s".into(),
+                });
+            }
+        }
         let mut leaving = Vec::new();
         for (mac, m) in &self.members {
             let seen = sessions.get(mac).map_or(m.since, |s| s.last_seen);
@@ -459,6 +610,7 @@ impl Cohort {
                 continue;
             };
             m.rounds += 1;
+            m.pace.rtt.back_off(limits);
             let b = m.asked;
             if rounds == 0 {
                 // Round 1: its batch again, spaced for its console; its
@@ -479,12 +631,11 @@ impl Cohort {
                 self.drop_queued_for(mac);
                 self.queue_batch(next, Dest::Sled(mac), false);
             }
-            self.rtt.back_off(limits);
             if let Some(s) = sessions.get_mut(&mac) {
                 s.note_retransmits(now, 0, 1, events);
             }
         }
-        self.advance();
+        self.advance(now);
     }
 
     /// When member `m`'s next READ is overdue: the cohort's batch (round
@@ -497,13 +648,15 @@ impl Cohort {
             return None;
         }
         let (done, wait) = match m.rounds {
-            0 if self.batch == Some(m.asked) => (self.batch_done?, self.rtt.rto),
+            0 if self.batch == Some(m.asked) => (self.batch_done?, m.pace.rtt.rto),
+            0 => (m.unicast_done?, m.pace.rtt.rto),
             // Before the next round, time for a slow console to print a
             // line for each resent frame, until it was seen to keep up.
-            1 if m.pace.keeps_up => (m.resend_done?, self.rtt.rto),
+            1 if m.pace.keeps_up => (m.resend_done?, m.pace.rtt.rto),
             1 => (
                 m.resend_done?,
-                self.rtt
+                m.pace
+                    .rtt
                     .rto
                     .max(SLOW_DRAIN.saturating_sub(m.pace.gap * READ_SLOTS as u32)),
             ),
@@ -513,11 +666,16 @@ impl Cohort {
     }
 
     fn queue_batch(&mut self, first: u64, dest: Dest, resend: bool) {
+        let queue = match dest {
+            Dest::Sled(mac) if resend => self.resends.entry(mac).or_default(),
+            _ => &mut self.queue,
+        };
         for i in 0..READ_SLOTS as u64 {
-            self.queue.push_back(Frame {
+            queue.push_back(Frame {
                 offset: first.saturating_add(i * DATA_CHUNK as u64),
                 dest,
                 resend,
+                last: i == READ_SLOTS as u64 - 1,
             });
         }
     }
@@ -546,10 +704,30 @@ impl Cohort {
             Some(p) => p.ready_at(now),
             None => now,
         };
-        match self.queue.front() {
-            Some(f) if f.resend => paced.max(self.next_resend),
-            _ => paced,
+        if !self.queue.is_empty() {
+            return paced;
         }
+        let next = self
+            .resends
+            .keys()
+            .filter_map(|mac| self.members.get(mac).map(|m| m.pace.next))
+            .min();
+        next.map_or(paced, |t| paced.max(t))
+    }
+
+    /// A resent frame whose member's pace lets it leave now.
+    fn due_resend(&mut self, now: Duration) -> Option<Frame> {
+        let mac = self
+            .resends
+            .keys()
+            .find(|mac| self.members.get(mac).is_none_or(|m| m.pace.next <= now))
+            .copied()?;
+        let q = self.resends.get_mut(&mac)?;
+        let f = q.pop_front();
+        if q.is_empty() {
+            self.resends.remove(&mac);
+        }
+        f
     }
 
     /// Sends the next queued frame that someone waits for. Returns its
@@ -560,11 +738,20 @@ impl Cohort {
         sessions: &mut Sessions,
         ctx: &mut SendCtx<'_>,
     ) -> Option<usize> {
-        while let Some(f) = self.queue.pop_front() {
+        loop {
+            let f = match self.due_resend(now) {
+                Some(f) => Some(f),
+                None => self.queue.pop_front(),
+            };
+            let Some(f) = f else { break };
             if f.dest == Dest::Cohort {
                 self.queued_cohort -= 1;
                 if self.queued_cohort == 0 {
                     self.batch_done = Some(now);
+                    self.sending += now.saturating_sub(self.queued_at);
+                    self.batches += 1;
+                    let limits = self.limits.clone();
+                    self.maybe_unicast(now, &limits, sessions, ctx.events);
                 }
             }
             let to = match f.dest {
@@ -589,6 +776,7 @@ impl Cohort {
                                 offset: f.offset,
                                 dest: Dest::Sled(mac),
                                 resend: false,
+                                last: false,
                             });
                         }
                         first
@@ -597,18 +785,16 @@ impl Cohort {
                     }
                 }
             };
-            if f.resend {
-                let more = self
-                    .queue
-                    .iter()
-                    .any(|g| g.dest == Dest::Sled(to) && g.resend);
-                if let Some(m) = self.members.get_mut(&to) {
-                    self.next_resend = now + m.pace.gap;
+            if let Some(m) = self.members.get_mut(&to) {
+                if f.resend {
+                    m.pace.next = now + m.pace.gap;
                     m.resend_started.get_or_insert(now);
                     m.resend_frames += 1;
-                    if !more {
+                    if f.last {
                         m.resend_done = Some(now);
                     }
+                } else if f.last {
+                    m.unicast_done = Some(now);
                 }
             }
             return Some(self.send(now, f.offset, to, sessions, ctx));
@@ -675,6 +861,25 @@ pub struct Cohorts {
 }
 
 impl Cohorts {
+    /// Members handed to their sessions that have frames to send.
+    pub(crate) fn handed_with_frames(&self, sessions: &Sessions) -> Vec<Mac> {
+        let Some(c) = &self.current else {
+            return Vec::new();
+        };
+        c.handed
+            .iter()
+            .filter(|m| sessions.get(m).is_some_and(Session::has_queued))
+            .copied()
+            .collect()
+    }
+
+    /// Whether `mac` is a member handed to its unicast session.
+    pub fn is_handed(&self, mac: Mac) -> bool {
+        self.current
+            .as_ref()
+            .is_some_and(|c| c.handed.contains(&mac))
+    }
+
     /// Sleds waiting for a cohort.
     pub fn waiting(&self) -> usize {
         self.lobby.len()
@@ -777,7 +982,7 @@ impl Cohorts {
         let mut s = Session::new(mac, c.image.clone(), now, limits);
         s.cohort = Some(c.id);
         sessions.insert(mac, s);
-        c.members.insert(mac, Member::new(now));
+        c.members.insert(mac, Member::new(now, limits));
         true
     }
 
@@ -794,6 +999,9 @@ impl Cohorts {
         let (Some(c), Some(s)) = (&mut self.current, sessions.get_mut(&mac)) else {
             return false;
         };
+        if c.handed.contains(&mac) {
+            return s.on_read(now, read, limits, events);
+        }
         c.on_read(now, mac, read, limits, s, events)
     }
 
@@ -803,7 +1011,9 @@ impl Cohorts {
             if c.members.remove(&mac).is_some() {
                 c.booted += 1;
                 c.drop_queued_for(mac);
-                c.advance();
+                c.advance(now);
+            } else if c.handed.remove(&mac) {
+                c.booted += 1;
             }
         }
         self.end_if_done(now, events);
@@ -812,7 +1022,7 @@ impl Cohorts {
     /// The cohort in transfer ends when no member is left.
     fn end_if_done(&mut self, now: Duration, events: &mut Vec<Event>) {
         let Some(c) = &self.current else { return };
-        if !c.members.is_empty() {
+        if !c.members.is_empty() || !c.handed.is_empty() {
             return;
         }
         let elapsed = now.saturating_sub(c.started);
@@ -916,7 +1126,7 @@ impl Cohorts {
             s.offered(now);
             s.cohort = Some(c.id);
             sessions.insert(mac, s);
-            c.members.insert(mac, Member::new(now));
+            c.members.insert(mac, Member::new(now, limits));
         }
         self.current = Some(c);
     }

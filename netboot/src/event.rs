@@ -88,6 +88,13 @@ pub enum Event {
         broadcast: u64,
         unicast: u64,
     },
+    /// A broadcast cohort waited longer for its members' repairs than
+    /// serving them one by one would take: from now on each member gets
+    /// its batches by unicast as soon as it asks (nothing is broadcast).
+    CohortUnicast {
+        cohort: u64,
+        why: String,
+    },
     /// A sled said HELLO while a cohort is in transfer (or another image
     /// is gathering): it gets no OFFER yet and joins the next cohort.
     Waiting {
@@ -188,6 +195,7 @@ impl Event {
             Event::Finished { .. } => "finished",
             Event::Cohort { .. } => "cohort",
             Event::CohortDone { .. } => "cohort-done",
+            Event::CohortUnicast { .. } => "cohort-unicast",
             Event::Waiting { .. } => "waiting",
             Event::Left { .. } => "left",
             Event::Retransmit { .. } => "retransmit",
@@ -303,6 +311,9 @@ impl std::fmt::Display for Event {
                 f,
                 "COHORT {cohort}: {image} offered to {sleds} sleds at once"
             ),
+            Event::CohortUnicast { cohort, why } => {
+                write!(f, "COHORT {cohort} UNICAST: {why}")
+            }
             Event::CohortDone {
                 cohort,
                 image,
@@ -443,6 +454,10 @@ mod tests {
                 why: s("silent"),
             },
             Event::finished(MAC, s("demo"), 2_000_000, Duration::from_secs(2)).in_cohort(Some(2)),
+            Event::CohortUnicast {
+                cohort: 2,
+                why: s("w"),
+            },
         ]
     }
 
@@ -487,6 +502,7 @@ mod tests {
                 "finished",
                 &["mac", "image", "bytes", "seconds", "mb_per_s", "cohort"],
             ),
+            ("cohort-unicast", &["cohort", "why"]),
         ];
         let events = one_of_each();
         assert_eq!(events.len(), expected.len());
@@ -537,5 +553,6 @@ mod tests {
             lines[18],
             "FINISHED 02:00:00:00:00:01: demo, 2000000 bytes in 2.00 s (1.0 MB/s) (cohort 2)"
         );
+        assert_eq!(lines[19], "COHORT 2 UNICAST: w");
     }
 }

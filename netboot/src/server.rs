@@ -305,6 +305,9 @@ impl Server {
             &mut self.sessions,
             &mut self.events,
         );
+        if cohorts.is_handed(mac) && self.sessions.get(&mac).is_some_and(Session::has_queued) {
+            self.pacer.wake(mac);
+        }
         self.pump(now, out);
     }
 
@@ -430,6 +433,11 @@ impl Server {
                     }
                     None => break,
                 }
+            }
+            // Members its sessions took over (a cohort serving by unicast
+            // now) take their turns with the other sessions.
+            for mac in c.handed_with_frames(&self.sessions) {
+                self.pacer.wake(mac);
             }
         }
         // Sessions passed over because their pace does not allow a frame

@@ -598,6 +598,30 @@ impl Session {
         true
     }
 
+    /// A cohort member handed to this session (its cohort serves by
+    /// unicast now): `read` is its READ for a new batch; it has every frame
+    /// before it. As [`Session::on_read`], without the check against a
+    /// batch this session never served.
+    /// It keeps what its cohort measured of it: its round trip (`rtt`),
+    /// the gap its console takes and whether it keeps up with it.
+    pub(crate) fn take_over(
+        &mut self,
+        now: Duration,
+        read: &wire::Read,
+        limits: &Limits,
+        events: &mut Vec<Event>,
+        (rtt, gap, keeps_up): (Rtt, Duration, bool),
+    ) -> bool {
+        self.batch = None;
+        self.queue.clear();
+        // Its OFFER was long ago: no measure of the path.
+        self.offered_at = None;
+        self.rtt = rtt;
+        self.gap = gap;
+        self.keeps_up = keeps_up;
+        self.on_read(now, read, limits, events)
+    }
+
     /// The sled's READ rate limits: whether a READ (a new batch if `dense`,
     /// else a re-request) at `now` is within them. One event a second at
     /// most reports what was dropped.
