@@ -282,20 +282,27 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// as long as any the link has lately given), `frames` resent frames having
 /// left `gap` apart. A sled that prints a line as fast as the gap answers
 /// just after its missing frame, while frames are still leaving: it keeps
-/// up. One that answers later than the last resent frame left (a tenth to
-/// spare) printed slower than the gap and was buried in lines: it needed
-/// at least `answer / frames` a frame, and the gap rises to that at once
-/// (at 115200 baud a line takes about 4 ms; frames at 250 µs pile up 16
-/// lines for each it prints). The gap never comes down again for that
-/// sled: one a little faster than its console is not seen (it still
-/// answers while frames leave), yet leaves lines queued ahead of its next
-/// batch, which then looks late, and resends on resends bury it. Returns
-/// the new gap and whether the sled kept up.
+/// up. One that answers more than twice as late as the resent frames took
+/// to leave (and later than [`SLOW_ANSWER`]) printed slower than the gap
+/// and was buried in lines (at 115200
+/// baud a line takes about 4 ms; frames at 250 µs pile up 16 lines for
+/// each it prints): it needed at least `answer / frames` a frame (less, as
+/// its last turn took only the frames queued when it began), and the gap
+/// rises to a quarter more than that at once. Twice, not a little more: a
+/// round trip longer than usual must not ratchet the gap up, for the gap
+/// never comes down again for that sled (one a little slower than the gap
+/// answers while frames still leave, yet owes lines that make its next
+/// batch look late: resends on resends). Returns the new gap and whether
+/// the sled kept up.
+/// An answer sooner than this is never taken for a slow console: five
+/// lines at 115200 baud, more than a loaded host's scheduling delays.
+const SLOW_ANSWER: Duration = Duration::from_millis(20);
+
 pub(crate) fn next_gap(gap: Duration, answer: Duration, frames: u32) -> (Duration, bool) {
     let frames = frames.max(1);
     let sending = gap * frames;
-    if answer > sending + sending / 10 {
-        ((answer / frames).clamp(gap, RESEND_GAP_MAX), false)
+    if answer > sending * 2 && answer > SLOW_ANSWER {
+        ((answer / frames * 5 / 4).clamp(gap, RESEND_GAP_MAX), false)
     } else {
         (gap, true)
     }
@@ -1063,10 +1070,13 @@ mod tests {
         // Never down.
         assert_eq!(next_gap(ms(4), ms(100), 128), (ms(4), true));
         // Answered half a second after 128 frames at 250 µs (32 ms): it
-        // prints about 3.9 ms a line, and the gap is that at once.
+        // prints about 3.9 ms a line, and the gap is a quarter more at once.
         let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128);
         assert!(!kept_up);
-        assert_eq!(gap, ms(500) / 128);
+        assert_eq!(gap, ms(500) / 128 * 5 / 4);
+        // A little late is not slow, nor a few milliseconds.
+        assert_eq!(next_gap(RESEND_GAP, us(1_900), 4), (RESEND_GAP, true));
+        assert_eq!(next_gap(RESEND_GAP, ms(15), 4), (RESEND_GAP, true));
         // Bounded.
         assert_eq!(
             next_gap(RESEND_GAP, Duration::from_secs(60), 1).0,
