@@ -490,3 +490,122 @@ fn a_cohort_that_waits_more_than_unicast_would_turns_unicast() {
         unicast.now
     );
 }
+
+/// A READ from a sled without a session joins the cohort in transfer (a
+/// server restart mid-boot). Spoofed READs from 200 MACs mid-transfer join
+/// too, and each is a member the cohort waits for: it waits until waiting
+/// costs more than unicast would, then hands the real sleds to their
+/// sessions, and the impostors leave when silent. The real sleds boot, no
+/// broadcast frame is dropped, and sessions stay within their limit.
+#[test]
+fn a_read_flood_from_many_macs_does_not_stop_a_cohort() {
+    let img = image(8 << 20, 13);
+    let mut c = Catalog::new();
+    let i = c.add(ServedImage::from_memory("img", img.clone()).unwrap());
+    c.set_default(Some(i));
+    let limits = Limits {
+        max_sessions: 128,
+        ..limits()
+    };
+    let server = Server::new(SERVER, c, limits);
+    let sleds = (0..8)
+        .map(|i| Sled::new(sled_mac(i), sha(&img)).keep_image())
+        .collect();
+    let mut sim = Sim::new(server, sleds, Faults::default(), 6).on(SEGMENT);
+    // The cohort's transfer is under way.
+    assert!(!sim.run_until(Duration::from_millis(4_560), |_| false));
+    assert!(sim.sleds[0].progress().0 > 0);
+    let mut out = netboot::Outbox::new();
+    for k in 0..200u32 {
+        let b = k.to_be_bytes();
+        let mac = Mac([6, 0, b[0], b[1], b[2], b[3]]);
+        let mut offsets = [0u64; 128];
+        for (j, o) in offsets.iter_mut().enumerate() {
+            *o = j as u64 * 1024;
+        }
+        out.push(
+            SERVER,
+            mac,
+            &netboot::wire::Repr::Read(netboot::wire::Read {
+                count: 128,
+                offsets,
+            }),
+        );
+    }
+    for f in out.frames() {
+        sim.inject_to_server(f);
+    }
+    let booted = |s: &Sim| s.sleds.iter().all(|s| s.outcome().is_some());
+    assert!(
+        sim.run_until(Duration::from_secs(30), booted),
+        "{:?}",
+        sim.now
+    );
+    for i in 0..8 {
+        assert_booted(&sim, i, &img);
+    }
+    assert_no_stray_broadcast(&sim);
+    assert!(sim.server.as_ref().unwrap().sessions().count() <= 128);
+    // Impostors joined, up to the session limit (measured: 120), and the
+    // cohort stopped waiting for them.
+    let joined = sim
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Resumed { .. }))
+        .count();
+    assert!(joined > 100, "{joined}");
+    assert!(sim
+        .events
+        .iter()
+        .any(|e| matches!(e, Event::CohortUnicast { cohort: 1, .. })));
+}
+
+/// An image file replaced on disk mid-transfer: the cohort in transfer
+/// keeps the image it was offered (its sleds verify it), and sleds that
+/// come later get the new one, in a cohort of their own.
+#[test]
+fn an_image_replaced_mid_transfer_serves_the_next_cohort() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (image(4 << 20, 14), image(4 << 20, 15));
+    let file = |name: &str, raw: &[u8]| {
+        let r = dir.path().join(format!("{name}.raw"));
+        std::fs::write(&r, raw).unwrap();
+        let out = dir.path().join(format!("{name}.img"));
+        bootimage::make_image(&r, &out, &bootimage::ImageSpec::default(), &|_| {}).unwrap();
+        out
+    };
+    let path = file("os", &old);
+    let staged = file("next", &new);
+    let mut c = Catalog::new();
+    let i = c.add_file("os", &path).unwrap();
+    c.set_default(Some(i));
+    let server = Server::new(SERVER, c, limits());
+    let sleds = (0..8)
+        .map(|i| {
+            let want = if i < 4 { &old } else { &new };
+            Sled::new(sled_mac(i), sha(want)).keep_image()
+        })
+        .collect();
+    let mut sim = Sim::new(server, sleds, Faults::default(), 8).on(SEGMENT);
+    for i in 4..8 {
+        sim.power_on_at(i, Duration::from_secs(30));
+    }
+    // Cohort 1 (the old image) is under way: the file is replaced, as a
+    // build replaces it (rename), and the server reloads it.
+    assert!(!sim.run_until(Duration::from_millis(4_560), |_| false));
+    assert!(sim.sleds[0].progress().0 > 0);
+    std::fs::rename(&staged, &path).unwrap();
+    let server = sim.server.as_mut().unwrap();
+    server.refresh_images();
+    server.catalog_mut().settle();
+    server.refresh_images();
+    assert!(sim.run_until(Duration::from_secs(60), |s| s
+        .sleds
+        .iter()
+        .all(|s| s.outcome().is_some())));
+    for i in 0..8 {
+        assert_booted(&sim, i, if i < 4 { &old } else { &new });
+    }
+    assert_no_stray_broadcast(&sim);
+    assert_eq!(cohorts(&sim), vec![(1, 4), (2, 4)]);
+}
