@@ -770,6 +770,11 @@ impl Session {
         };
         if first_answered {
             self.rtt.sample(now.saturating_sub(first_done), limits);
+            if b.rounds == 1 {
+                // The sled answered its first sending right after a resend
+                // began: it was not buried in lines.
+                self.keeps_up = true;
+            }
         } else {
             self.rtt.loss_confirmed(limits);
             // Answered by the batch's first resend round (no other round

@@ -69,7 +69,7 @@ fn boot_sleds(
             &mut link,
             &mut sleds,
             &SledFaults::default(),
-            Duration::from_secs(240),
+            Duration::from_secs(480),
             &mut |sleds, _| on_progress(sleds.iter().map(|s| s.progress().0).min().unwrap_or(0)),
         )
         .unwrap();

@@ -67,7 +67,7 @@ pub fn serve_image(link: &mut dyn Link, image: &Path, stop: &AtomicBool) -> Vec<
     let mut server = Server::new(link.mac(), c, Limits::default());
     let opts = ServeOptions {
         stop: Some(stop),
-        timeout: Some(Duration::from_secs(300)),
+        timeout: Some(Duration::from_secs(540)),
         ..ServeOptions::default()
     };
     let mut events = Vec::new();
