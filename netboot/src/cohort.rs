@@ -153,6 +153,24 @@ impl Member {
         }
     }
 
+    /// It asked for the batch at `asked` at `now` (reading from then on):
+    /// the batch's state starts over; `since` and its pace stay.
+    fn begin(&mut self, now: Duration, asked: u64, served: bool, sent: u128, rounds: u32) {
+        *self = Member {
+            reading: true,
+            asked,
+            asked_at: now,
+            served,
+            sent,
+            rounds,
+            resend_done: None,
+            resend_started: None,
+            resend_frames: 0,
+            unicast_done: None,
+            ..*self
+        };
+    }
+
     /// Whether it waits for `offset` as far as the server knows: on that
     /// batch, asked for by a READ, and nothing sent to it for that slot.
     fn waits_for(&self, offset: u64) -> bool {
@@ -456,20 +474,7 @@ impl Cohort {
                     m.pace.rtt.sample(now.saturating_sub(d), limits);
                 }
             }
-            *m = Member {
-                since: m.since,
-                reading: true,
-                asked: first,
-                asked_at: now,
-                served: false,
-                sent: 0,
-                rounds: 0,
-                resend_done: None,
-                resend_started: None,
-                resend_frames: 0,
-                unicast_done: None,
-                pace: m.pace,
-            };
+            m.begin(now, first, false, 0, 0);
             self.drop_queued_for(mac);
             self.advance(now);
             return true;
@@ -496,20 +501,7 @@ impl Cohort {
                     waiting |= 1 << i;
                 }
             }
-            *m = Member {
-                since: m.since,
-                reading: true,
-                asked: batch,
-                asked_at: now,
-                served: true,
-                sent: !waiting,
-                rounds: limits.resend_rounds,
-                resend_done: None,
-                resend_started: None,
-                resend_frames: 0,
-                unicast_done: None,
-                pace: m.pace,
-            };
+            m.begin(now, batch, true, !waiting, limits.resend_rounds);
         } else if !m.served {
             // Held members have been sent nothing: their batch goes out
             // when the others are there.
@@ -760,17 +752,23 @@ impl Cohort {
                     None => continue,
                 },
                 Dest::Cohort => {
-                    let targets: Vec<Mac> = self
-                        .members
-                        .iter()
-                        .filter(|(_, m)| m.waits_for(f.offset))
-                        .map(|(mac, _)| *mac)
-                        .collect();
                     // The invariant: broadcast only what every member in
-                    // transfer waits for (and there is more than one).
-                    if targets.len() >= 2 && targets.len() == self.members.len() {
+                    // transfer waits for (and there is more than one). On
+                    // every broadcast frame: no list built when all wait.
+                    if self.members.len() >= 2
+                        && self.members.values().all(|m| m.waits_for(f.offset))
+                    {
                         Mac::BROADCAST
-                    } else if let Some((&first, rest)) = targets.split_first() {
+                    } else {
+                        let targets: Vec<Mac> = self
+                            .members
+                            .iter()
+                            .filter(|(_, m)| m.waits_for(f.offset))
+                            .map(|(mac, _)| *mac)
+                            .collect();
+                        let Some((&first, rest)) = targets.split_first() else {
+                            continue;
+                        };
                         for &mac in rest.iter().rev() {
                             self.queue.push_front(Frame {
                                 offset: f.offset,
@@ -780,8 +778,6 @@ impl Cohort {
                             });
                         }
                         first
-                    } else {
-                        continue;
                     }
                 }
             };
