@@ -106,6 +106,8 @@ struct Member {
     /// When the first frame of its round-1 resend left, and how many have.
     resend_started: Option<Duration>,
     resend_frames: u32,
+    /// When the last of them left.
+    resend_last: Duration,
     /// Its console's pace, as its repairs showed it (kept across batches).
     pace: Pace,
     /// When the last frame of its batch left by unicast (a cohort serving
@@ -122,11 +124,21 @@ struct Pace {
     /// Its round trip and resend timeout (each member's own: one sled's
     /// repairs do not back off the others').
     rtt: Rtt,
-    gap: Duration,
+    /// The gap its resends showed it needs (zero: none; see
+    /// [`Pace::gap`]).
+    slow_gap: Duration,
     keeps_up: bool,
     quiet_until: Duration,
     /// When its next resent frame may leave.
     next: Duration,
+}
+
+impl Pace {
+    /// The gap between its resent frames: [`RESEND_GAP`], or what its
+    /// resends showed it needs (as [`Session::gap`]).
+    fn gap(&self) -> Duration {
+        self.slow_gap.max(RESEND_GAP)
+    }
 }
 
 impl Member {
@@ -142,10 +154,11 @@ impl Member {
             resend_done: None,
             resend_started: None,
             resend_frames: 0,
+            resend_last: Duration::ZERO,
             unicast_done: None,
             pace: Pace {
                 rtt: Rtt::new(limits),
-                gap: RESEND_GAP,
+                slow_gap: Duration::ZERO,
                 keeps_up: false,
                 quiet_until: now,
                 next: now,
@@ -166,6 +179,7 @@ impl Member {
             resend_done: None,
             resend_started: None,
             resend_frames: 0,
+            resend_last: Duration::ZERO,
             unicast_done: None,
             ..*self
         };
@@ -398,7 +412,7 @@ impl Cohort {
                     &read,
                     limits,
                     events,
-                    (m.pace.rtt, m.pace.gap, m.pace.keeps_up),
+                    (m.pace.rtt, m.pace.slow_gap, m.pace.keeps_up),
                 );
             }
         }
@@ -426,6 +440,9 @@ impl Cohort {
         let Some(m) = self.members.get_mut(&mac) else {
             return false;
         };
+        if let Some(trip) = session.first_trip(now) {
+            m.pace.rtt.first_trip(trip, limits);
+        }
         let dense = is_dense(read);
         let first = read.offsets[0];
         let again = dense && m.reading && first == m.asked;
@@ -438,7 +455,7 @@ impl Cohort {
         if dense && !again && !self.lockstep {
             // Serving by unicast now: its session takes it from this batch
             // on (it has every frame before it).
-            let pace = (m.pace.rtt, m.pace.gap, m.pace.keeps_up);
+            let pace = (m.pace.rtt, m.pace.slow_gap, m.pace.keeps_up);
             self.members.remove(&mac);
             self.drop_queued_for(mac);
             self.handed.insert(mac);
@@ -459,19 +476,20 @@ impl Cohort {
                     if let (1, Some(t0)) = (m.rounds, m.resend_started) {
                         let trip = m.pace.rtt.long_trip();
                         let answer = now.saturating_sub(t0).saturating_sub(trip);
-                        let (gap, kept_up) = next_gap(m.pace.gap, answer, m.resend_frames);
-                        m.pace.gap = gap;
+                        let took = m.resend_last.saturating_sub(t0) + m.pace.gap();
+                        let (gap, kept_up) = next_gap(m.pace.gap(), answer, m.resend_frames, took);
                         m.pace.keeps_up = kept_up;
                         if !kept_up {
+                            m.pace.slow_gap = gap;
                             m.pace.quiet_until = now + gap * (m.resend_frames / 2);
                         }
                     }
                 } else if self.batch == Some(m.asked) {
                     if let Some(d) = self.batch_done {
-                        m.pace.rtt.sample(now.saturating_sub(d), limits);
+                        m.pace.rtt.sample(now, now.saturating_sub(d), limits);
                     }
                 } else if let Some(d) = m.unicast_done {
-                    m.pace.rtt.sample(now.saturating_sub(d), limits);
+                    m.pace.rtt.sample(now, now.saturating_sub(d), limits);
                 }
             }
             m.begin(now, first, false, 0, 0);
@@ -650,7 +668,7 @@ impl Cohort {
                 m.pace
                     .rtt
                     .rto
-                    .max(SLOW_DRAIN.saturating_sub(m.pace.gap * READ_SLOTS as u32)),
+                    .max(SLOW_DRAIN.saturating_sub(m.pace.gap() * READ_SLOTS as u32)),
             ),
             _ => return None,
         };
@@ -739,7 +757,8 @@ impl Cohort {
             if f.dest == Dest::Cohort {
                 self.queued_cohort -= 1;
                 if self.queued_cohort == 0 {
-                    self.batch_done = Some(now);
+                    // Round trips start when it leaves the link.
+                    self.batch_done = Some(now + ctx.queued);
                     self.sending += now.saturating_sub(self.queued_at);
                     self.batches += 1;
                     let limits = self.limits.clone();
@@ -783,14 +802,15 @@ impl Cohort {
             };
             if let Some(m) = self.members.get_mut(&to) {
                 if f.resend {
-                    m.pace.next = now + m.pace.gap;
+                    m.pace.next = now + m.pace.gap();
                     m.resend_started.get_or_insert(now);
                     m.resend_frames += 1;
+                    m.resend_last = now;
                     if f.last {
-                        m.resend_done = Some(now);
+                        m.resend_done = Some(now + ctx.queued);
                     }
                 } else if f.last {
-                    m.unicast_done = Some(now);
+                    m.unicast_done = Some(now + ctx.queued);
                 }
             }
             return Some(self.send(now, f.offset, to, sessions, ctx));

@@ -8,7 +8,7 @@
 //! idle-timeout-secs = 60        # optional
 //! max-reads-per-sec = 5000      # optional, per sled: new batches
 //! max-rereads-per-sec = 64      # optional, per sled: re-requests
-//! resend-after-ms = 10          # optional: least resend timeout; 0 turns resending off
+//! resend-after-ms = 1           # optional: least resend timeout; 0 turns resending off
 //! resend-max-ms = 250           # optional: most resend timeout
 //! resend-rounds = 3             # optional
 //! rate = "1gbit"                # optional: the server link's rate (default: the interface's speed)

@@ -153,6 +153,13 @@ impl Bucket {
         self.tokens -= wire::wire_len(len) as f64;
     }
 
+    /// How long the bytes sent beyond the rate take to drain: if the
+    /// bucket's rate is a link's, when the frame just sent leaves it.
+    pub fn backlog(&mut self, now: Duration) -> Duration {
+        self.refill(now);
+        Duration::from_secs_f64((self.burst - self.tokens).max(0.0) / self.rate.bytes_per_sec())
+    }
+
     /// When a frame may next leave (`now` if it may now).
     pub fn ready_at(&mut self, now: Duration) -> Duration {
         self.refill(now);
@@ -213,5 +220,19 @@ mod tests {
         // the first burst.
         assert!((1155..=1166).contains(&sent), "{sent}");
         assert_eq!(Rate::GBIT.time_for(1082), Duration::from_nanos(8656));
+    }
+
+    #[test]
+    fn a_buckets_backlog_is_what_it_let_go_beyond_its_rate() {
+        let mut b = Bucket::new(Rate::GBIT, 100_000, Duration::ZERO);
+        assert_eq!(b.backlog(Duration::ZERO), Duration::ZERO);
+        // 10,000 wire bytes at once: 80 µs at 1 Gbit/s to drain.
+        b.spend(10_000 - 24);
+        assert_eq!(b.backlog(Duration::ZERO), Duration::from_micros(80));
+        assert_eq!(
+            b.backlog(Duration::from_micros(30)),
+            Duration::from_micros(50)
+        );
+        assert_eq!(b.backlog(Duration::from_millis(1)), Duration::ZERO);
     }
 }

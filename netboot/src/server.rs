@@ -32,11 +32,19 @@ struct Pacer {
     link: Option<pace::Bucket>,
     /// Sessions with queued frames, in round-robin order (each once).
     active: VecDeque<Mac>,
+    /// Each booting sled's fair share of the bytes sent so far: every
+    /// frame adds its length over the number of sleds booting. A sled's
+    /// entitlement is what it grew by since the sled began
+    /// ([`Session::behind`]).
+    share: f64,
 }
 
 impl Pacer {
     /// `mac` has frames to send.
-    fn wake(&mut self, mac: Mac) {
+    fn wake(&mut self, mac: Mac, sessions: &mut Sessions) {
+        if let Some(s) = sessions.get_mut(&mac) {
+            s.share_from.get_or_insert(self.share);
+        }
         if !self.active.contains(&mac) {
             self.active.push_back(mac);
         }
@@ -73,6 +81,7 @@ impl Server {
                     .rate
                     .map(|r| pace::Bucket::new(r, Limits::link_burst(r), Duration::ZERO)),
                 active: VecDeque::new(),
+                share: 0.0,
             },
             cohorts: limits.broadcast.then(Cohorts::default),
             limits,
@@ -249,7 +258,7 @@ impl Server {
             return;
         };
         if session.on_read(now, read, &self.limits, &mut self.events) {
-            self.pacer.wake(mac);
+            self.pacer.wake(mac, &mut self.sessions);
         }
         self.pump(now, out);
     }
@@ -306,7 +315,7 @@ impl Server {
             &mut self.events,
         );
         if cohorts.is_handed(mac) && self.sessions.get(&mac).is_some_and(Session::has_queued) {
-            self.pacer.wake(mac);
+            self.pacer.wake(mac, &mut self.sessions);
         }
         self.pump(now, out);
     }
@@ -387,13 +396,20 @@ impl Server {
             }
             keep
         });
+        let mut woken = Vec::new();
         for (mac, s) in self.sessions.iter_mut() {
+            if s.offer_again(now) {
+                out.push(*mac, self.mac, &Repr::Offer(s.image.offer));
+            }
             if s.next_timer(&self.limits).is_some_and(|t| now >= t) {
                 s.on_timer(now, &self.limits, &mut self.events);
                 if s.has_queued() {
-                    self.pacer.wake(*mac);
+                    woken.push(*mac);
                 }
             }
+        }
+        for mac in woken {
+            self.pacer.wake(mac, &mut self.sessions);
         }
         if let Some(c) = &mut self.cohorts {
             c.poll(
@@ -415,6 +431,7 @@ impl Server {
             from: self.mac,
             out,
             events: &mut self.events,
+            queued: Duration::ZERO,
         };
         if let Some(c) = &mut self.cohorts {
             // One cohort in transfer, no sessions of its own to pace: its
@@ -424,6 +441,7 @@ impl Server {
                     if !link.ready(now) {
                         break;
                     }
+                    ctx.queued = link.backlog(now);
                 }
                 match c.emit(now, &mut self.sessions, &mut ctx) {
                     Some(len) => {
@@ -437,37 +455,56 @@ impl Server {
             // Members its sessions took over (a cohort serving by unicast
             // now) take their turns with the other sessions.
             for mac in c.handed_with_frames(&self.sessions) {
-                self.pacer.wake(mac);
+                self.pacer.wake(mac, &mut self.sessions);
             }
         }
-        // Sessions passed over because their pace does not allow a frame
-        // yet; once every active one has been, stop.
-        let mut waiting = 0;
-        while waiting < self.pacer.active.len() {
+        // Of the sessions whose pace allows a frame now, resent frames go
+        // first (a few, paced for the sled's console: the sled waits for
+        // one of them), then the sled furthest behind its fair share of
+        // the link (ties in turn).
+        let sharing = self
+            .sessions
+            .values()
+            .filter(|s| s.share_from.is_some())
+            .count();
+        loop {
             if let Some(link) = &mut self.pacer.link {
                 if !link.ready(now) {
                     break;
                 }
             }
-            let Some(mac) = self.pacer.active.pop_front() else {
+            let share = self.pacer.share;
+            let mut best: Option<(usize, (bool, f64))> = None;
+            let mut i = 0;
+            while i < self.pacer.active.len() {
+                let mac = self.pacer.active[i];
+                let Some(s) = self.sessions.get_mut(&mac).filter(|s| s.has_queued()) else {
+                    self.pacer.active.remove(i);
+                    continue;
+                };
+                if s.ready_at(now) <= now {
+                    let key = (s.resending(), s.behind(share));
+                    if best.is_none_or(|(_, b)| key > b) {
+                        best = Some((i, key));
+                    }
+                }
+                i += 1;
+            }
+            let Some((i, _)) = best else { break };
+            let Some(mac) = self.pacer.active.remove(i) else {
                 break;
             };
             let Some(s) = self.sessions.get_mut(&mac) else {
                 continue;
             };
-            if !s.has_queued() {
-                continue;
+            if let Some(link) = &mut self.pacer.link {
+                ctx.queued = link.backlog(now);
             }
-            if s.ready_at(now) > now {
-                self.pacer.active.push_back(mac);
-                waiting += 1;
-                continue;
-            }
-            waiting = 0;
             if let Some(len) = s.emit(now, &mut ctx) {
                 if let Some(link) = &mut self.pacer.link {
                     link.spend(len.max(wire::ETH_MIN_FRAME));
                 }
+                self.pacer.share += len as f64 / sharing.max(1) as f64;
             }
             if s.has_queued() {
                 self.pacer.active.push_back(mac);

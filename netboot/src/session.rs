@@ -139,7 +139,7 @@ impl Default for Limits {
             max_sessions: 1024,
             max_reads_per_sec: 5_000,
             max_rereads_per_sec: 64,
-            resend_after: Duration::from_millis(10),
+            resend_after: Duration::from_millis(1),
             resend_max: Duration::from_millis(250),
             resend_rounds: 4,
             rate: None,
@@ -261,8 +261,12 @@ struct Run {
 /// less on a faster console). Resent frames go out about as fast as a
 /// fast console prints, so that the sled's next READ, which comes as soon
 /// as the missing frame arrives, cancels the rest: half a batch of
-/// console lines on average instead of all of it.
-pub const RESEND_GAP: Duration = Duration::from_micros(250);
+/// console lines on average instead of all of it. A twentieth more than
+/// 0.2 ms, a fast console's line: each resent frame before the missing one
+/// costs the sled that line whatever the gap, so a longer gap only slows
+/// the search (250 µs: 5 % more wall time for 32 sleds behind a switch
+/// at 0.1 % loss, simulated, 11 % for one sled).
+pub const RESEND_GAP: Duration = Duration::from_micros(210);
 
 /// The most gap between resent frames: a console line at 9600 baud.
 pub const RESEND_GAP_MAX: Duration = Duration::from_millis(50);
@@ -280,12 +284,13 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// What a resend answered by the sled's next READ says of its pace: the
 /// READ came `answer` after the first resent frame left (less a round trip
 /// as long as any the link has lately given), `frames` resent frames having
-/// left `gap` apart. A sled that prints a line as fast as the gap answers
+/// left `gap` apart, over `took` at least (the link, shared with other
+/// sleds, may have held them longer). A sled that prints a line as fast as the gap answers
 /// just after its missing frame, while frames are still leaving: it keeps
 /// up. One that answers more than twice as late as the resent frames took
 /// to leave (and later than [`SLOW_ANSWER`]) printed slower than the gap
 /// and was buried in lines (at 115200
-/// baud a line takes about 4 ms; frames at 250 µs pile up 16 lines for
+/// baud a line takes about 4 ms; frames at 210 µs pile up 18 lines for
 /// each it prints): it needed at least `answer / frames` a frame (less, as
 /// its last turn took only the frames queued when it began), and the gap
 /// rises to a quarter more than that at once. Twice, not a little more: a
@@ -297,14 +302,19 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// An answer sooner than this is never taken for a slow console: five
 /// lines at 115200 baud, more than a loaded host's scheduling delays. Nor
 /// one after fewer than half a batch of resent frames: a slow console
-/// falls behind frames 250 µs apart by the dozen, while a delay on a busy
+/// falls behind frames 210 µs apart by the dozen, while a delay on a busy
 /// host comes after a few and, divided by them, would ratchet the gap up
 /// for good.
 const SLOW_ANSWER: Duration = Duration::from_millis(20);
 
-pub(crate) fn next_gap(gap: Duration, answer: Duration, frames: u32) -> (Duration, bool) {
+pub(crate) fn next_gap(
+    gap: Duration,
+    answer: Duration,
+    frames: u32,
+    took: Duration,
+) -> (Duration, bool) {
     let frames = frames.max(1);
-    let sending = gap * frames;
+    let sending = (gap * frames).max(took);
     if frames >= READ_SLOTS as u32 / 2 && answer > sending * 2 && answer > SLOW_ANSWER {
         ((answer / frames * 5 / 4).clamp(gap, RESEND_GAP_MAX), false)
     } else {
@@ -332,13 +342,55 @@ struct Batch {
 /// Doublings of the resend timeout at most, in a row.
 const MAX_BACKOFF: u32 = 3;
 
-/// The round-trip estimate (RFC 6298's variables) and the backoff.
+/// When the OFFER goes again after the first, while the sled has sent no
+/// READ. The turn of the client's loop that accepts an OFFER ends there
+/// (`oxide_boot_net_ether_turn` returns), and the loop sleeps until a frame
+/// arrives or 50 ms pass; only the next turn sends the first READ. A frame
+/// wakes it at once: the OFFER again, which a reading client drops without
+/// a word (and one that lost the first takes). The first after a
+/// millisecond, once the turn that took the first OFFER is under way (a
+/// frame queued before it began would wake nothing); the second in case
+/// the first came too soon.
+pub const OFFER_AGAIN: [Duration; 2] = [Duration::from_micros(250), Duration::from_millis(5)];
+
+/// How long a round trip counts toward [`Rtt`]'s peak: one to two of
+/// these.
+pub const PEAK_EPOCH: Duration = Duration::from_millis(1_500);
+
+/// The most a sled's console line is taken to cost from its first READ
+/// ([`Rtt::line`]): three lines at 115200 baud. A first READ later than
+/// that was late for another reason (the OFFER sent again was lost, and
+/// the client's loop slept its 50 ms), not a slower console; a console
+/// that slow is found by its resends ([`next_gap`]).
+pub const LINE_MAX: Duration =
+    Duration::from_micros(crate::sled::CONSOLE_LINE_115200.as_micros() as u64 * 3);
+
+/// The round-trip estimate (RFC 6298's variables), what a console line
+/// costs the sled, the longest round trip lately, and the backoff.
+///
+/// The timeout is a quarter more than the longest of: `srtt + 4 rttvar`;
+/// `srtt` and a console line; the peak. Once a second the client prints
+/// its progress line at the start of a turn (`oxide_boot_net_ether_turn`):
+/// when that turn ends a batch, its READ is late by a console line (4 ms
+/// at 115200 baud). When batches come slowly (a shared link) the line
+/// falls mid-batch and delays nothing, for seconds on end: no sample
+/// shows it, and `srtt + 4 rttvar` forgets it within a few hundred
+/// samples. The line's cost is the sled's own, measured once from its
+/// first READ ([`Session::first_trip`]): a console line is not a lost
+/// frame.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rtt {
     srtt: Option<Duration>,
     rttvar: Duration,
-    /// The least round trip sampled.
+    /// The least round trip sampled (batches only).
     min_rtt: Option<Duration>,
+    /// The first READ's round trip, a console line included.
+    first: Option<Duration>,
+    /// The longest round trip sampled in this [`PEAK_EPOCH`] and the last
+    /// one, and when this one began: a delay that comes now and then (a
+    /// busy host's) is not forgotten as soon as `rttvar` forgets it.
+    peak: [Duration; 2],
+    epoch: Option<Duration>,
     /// Timeouts not yet undone by answers: each doubles the timeout.
     backoff: u32,
     pub(crate) rto: Duration,
@@ -350,6 +402,9 @@ impl Rtt {
             srtt: None,
             rttvar: Duration::ZERO,
             min_rtt: None,
+            first: None,
+            peak: [Duration::ZERO; 2],
+            epoch: None,
             backoff: 0,
             rto: Duration::ZERO,
         };
@@ -361,7 +416,7 @@ impl Rtt {
         // G, the clock's granularity, is zero in virtual time and small
         // against the floor in real time. Before any sample: 50 ms.
         let base = match self.srtt {
-            Some(s) => s + self.rttvar * 4,
+            Some(s) => (s + self.rttvar * 4).max((s + self.line()).max(self.peak()) * 5 / 4),
             None => Duration::from_millis(50),
         };
         let factor = 1u32 << self.backoff.min(MAX_BACKOFF);
@@ -378,7 +433,43 @@ impl Rtt {
         self.srtt.unwrap_or_default() + self.rttvar * 4
     }
 
-    pub(crate) fn sample(&mut self, r: Duration, limits: &Limits) {
+    /// The longest round trip of the last one to two [`PEAK_EPOCH`]s.
+    pub(crate) fn peak(&self) -> Duration {
+        self.peak[0].max(self.peak[1])
+    }
+
+    /// What a console line costs the sled, at most [`LINE_MAX`]: its
+    /// first READ's round trip less the least a batch's took.
+    pub(crate) fn line(&self) -> Duration {
+        let first = self.first.unwrap_or_default();
+        first
+            .saturating_sub(self.min_rtt.unwrap_or_default())
+            .min(LINE_MAX)
+    }
+
+    /// The first READ's round trip `r` ([`Session::first_trip`]).
+    pub(crate) fn first_trip(&mut self, r: Duration, limits: &Limits) {
+        self.first = Some(r);
+        self.update(limits);
+    }
+
+    fn note_peak(&mut self, now: Duration, r: Duration) {
+        match self.epoch {
+            Some(e) if now.saturating_sub(e) < PEAK_EPOCH => self.peak[0] = self.peak[0].max(r),
+            Some(e) if now.saturating_sub(e) < PEAK_EPOCH * 2 => {
+                self.peak = [r, self.peak[0]];
+                self.epoch = Some(now);
+            }
+            _ => {
+                self.peak = [r, Duration::ZERO];
+                self.epoch = Some(now);
+            }
+        }
+    }
+
+    /// A round trip `r`, sampled at `now`.
+    pub(crate) fn sample(&mut self, now: Duration, r: Duration, limits: &Limits) {
+        self.note_peak(now, r);
         match self.srtt {
             None => {
                 self.srtt = Some(r);
@@ -442,11 +533,14 @@ impl ReadBucket {
 }
 
 /// What sending a frame needs besides the session: the server's MAC, the
-/// outbox, and where events go.
+/// outbox, where events go, and how long frames queue on the server's
+/// link before they leave it (the link's pace lets a little more than its
+/// rate go at once).
 pub struct SendCtx<'a> {
     pub from: Mac,
     pub out: &'a mut Outbox,
     pub events: &'a mut Vec<Event>,
+    pub queued: Duration,
 }
 
 /// One sled being served.
@@ -471,8 +565,11 @@ pub struct Session {
     pending_resent: u64,
     last_retransmit_report: Option<Duration>,
     batch: Option<Batch>,
-    /// When the OFFER went out, until the first READ answers it.
+    /// When the OFFER went out, until the first READ answers it; how many
+    /// times it went again ([`OFFER_AGAIN`]), the first of them when.
     offered_at: Option<Duration>,
+    offers_again: usize,
+    again_at: Option<Duration>,
     rtt: Rtt,
     /// Whether the sled has sent a READ (it is booting, not just asking).
     reading: bool,
@@ -488,14 +585,20 @@ pub struct Session {
     /// Image bytes of the batch being sent (read once, sent a frame at a
     /// time).
     chunks: Chunks,
+    /// The server's fair share per sled ([`crate::server`]'s pacer) when
+    /// this sled first had frames to send.
+    pub(crate) share_from: Option<f64>,
     /// When the next resent frame may leave.
     next_resend: Duration,
-    /// The gap between resent frames ([`next_gap`]).
-    gap: Duration,
+    /// The gap between resent frames [`next_gap`] raised it to (zero: not
+    /// raised; see [`Session::gap`]).
+    slow_gap: Duration,
     /// The batch in flight's first resend round: when its first frame
     /// left, and how many have left.
     resend_started: Option<Duration>,
     resend_frames: u32,
+    /// When the last of them left.
+    resend_last: Duration,
     /// Whether the sled was seen to keep up with resent frames (see
     /// [`next_gap`]); until then rounds are [`SLOW_DRAIN`] apart.
     keeps_up: bool,
@@ -521,6 +624,8 @@ impl Session {
             last_retransmit_report: None,
             batch: None,
             offered_at: None,
+            offers_again: 0,
+            again_at: None,
             rtt: Rtt::new(limits),
             reading: false,
             reads: ReadBucket::full(now),
@@ -532,24 +637,61 @@ impl Session {
                 .sled_rate
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
             chunks: Chunks::default(),
+            share_from: None,
             next_resend: now,
-            gap: RESEND_GAP,
+            slow_gap: Duration::ZERO,
             resend_started: None,
             resend_frames: 0,
+            resend_last: now,
             keeps_up: false,
             quiet_until: now,
         }
     }
 
-    /// The gap between resent frames now.
+    /// The gap between resent frames now: [`RESEND_GAP`], or what the
+    /// sled's resends showed it needs.
     pub fn gap(&self) -> Duration {
-        self.gap
+        self.slow_gap.max(RESEND_GAP)
     }
 
     /// The server sent this sled an OFFER at `now`: the first READ after it
     /// gives the path's least round trip.
     pub fn offered(&mut self, now: Duration) {
         self.offered_at = Some(now);
+        self.offers_again = 0;
+        self.again_at = None;
+    }
+
+    /// When the OFFER is to go again ([`OFFER_AGAIN`]).
+    fn offer_again_at(&self) -> Option<Duration> {
+        if self.reading {
+            return None;
+        }
+        Some(self.offered_at? + *OFFER_AGAIN.get(self.offers_again)?)
+    }
+
+    /// Whether the OFFER is to go again now (the caller sends it).
+    pub fn offer_again(&mut self, now: Duration) -> bool {
+        if self.offer_again_at().is_none_or(|t| now < t) {
+            return false;
+        }
+        self.offers_again += 1;
+        self.again_at.get_or_insert(now);
+        true
+    }
+
+    /// The first READ after the OFFER, at `now`: the time since the frame
+    /// that woke the client's loop (the OFFER sent again, if the READ came
+    /// after it; the OFFER otherwise). The client's first reading turn
+    /// prints its progress line before it sends that READ: this round trip
+    /// holds a console line, the same delay the READ after each second's
+    /// progress line may have (see [`Rtt`]), measured before any batch.
+    /// More, if the loop was still printing the OFFER's line when the
+    /// frame came: a longer timeout.
+    pub(crate) fn first_trip(&mut self, now: Duration) -> Option<Duration> {
+        let offered = self.offered_at.take()?;
+        let from = self.again_at.filter(|&t| t <= now).unwrap_or(offered);
+        Some(now.saturating_sub(from))
     }
 
     /// Whether the sled has sent a READ.
@@ -565,6 +707,23 @@ impl Session {
     /// The smoothed round trip, once measured.
     pub fn srtt(&self) -> Option<Duration> {
         self.rtt.srtt
+    }
+
+    /// How far the sled is behind its fair share of the link, in bytes:
+    /// what each booting sled's share (`share`) grew by since it began,
+    /// less what it was sent. A sled that waited for a repair, and so
+    /// did not take its share meanwhile, is behind: it goes first until
+    /// it has caught up, and the sleds that boot together finish
+    /// together instead of the unlucky ones last, alone, at their port's
+    /// rate. A sled that begins later is entitled only to the shares
+    /// from then on.
+    pub(crate) fn behind(&self, share: f64) -> f64 {
+        share - self.share_from.unwrap_or(share) - self.sent as f64
+    }
+
+    /// Whether the next frame to leave is a resent one.
+    pub(crate) fn resending(&self) -> bool {
+        self.queue.front().is_some_and(|r| r.resend)
     }
 
     /// Whether frames are waiting to leave.
@@ -617,14 +776,14 @@ impl Session {
         read: &wire::Read,
         limits: &Limits,
         events: &mut Vec<Event>,
-        (rtt, gap, keeps_up): (Rtt, Duration, bool),
+        (rtt, slow_gap, keeps_up): (Rtt, Duration, bool),
     ) -> bool {
         self.batch = None;
         self.queue.clear();
         // Its OFFER was long ago: no measure of the path.
         self.offered_at = None;
         self.rtt = rtt;
-        self.gap = gap;
+        self.slow_gap = slow_gap;
         self.keeps_up = keeps_up;
         self.on_read(now, read, limits, events)
     }
@@ -687,10 +846,8 @@ impl Session {
                 if first == b.first.wrapping_add(BATCH_BYTES) {
                     self.answered(now, *b, limits);
                 }
-            } else if let Some(t) = self.offered_at.take() {
-                // OFFER to first READ: the path's least round trip, with
-                // no batch queued anywhere; not an estimate for batches.
-                self.rtt.min_rtt = Some(now.saturating_sub(t));
+            } else if let Some(trip) = self.first_trip(now) {
+                self.rtt.first_trip(trip, limits);
             }
             self.resend_started = None;
             self.resend_frames = 0;
@@ -769,7 +926,7 @@ impl Session {
             Some(r) => self.rtt.min_rtt.is_some_and(|m| now.saturating_sub(r) < m),
         };
         if first_answered {
-            self.rtt.sample(now.saturating_sub(first_done), limits);
+            self.rtt.sample(now, now.saturating_sub(first_done), limits);
             if b.rounds == 1 {
                 // The sled answered its first sending right after a resend
                 // began: it was not buried in lines.
@@ -782,10 +939,11 @@ impl Session {
             if let (1, Some(t0)) = (b.rounds, self.resend_started) {
                 let trip = self.rtt.long_trip();
                 let answer = now.saturating_sub(t0).saturating_sub(trip);
-                let (gap, kept_up) = next_gap(self.gap, answer, self.resend_frames);
-                self.gap = gap;
+                let took = self.resend_last.saturating_sub(t0) + self.gap();
+                let (gap, kept_up) = next_gap(self.gap(), answer, self.resend_frames, took);
                 self.keeps_up = kept_up;
                 if !kept_up {
+                    self.slow_gap = gap;
                     // Lines for about half the round may still be ahead of
                     // its next batch.
                     self.quiet_until = now + gap * (self.resend_frames / 2);
@@ -794,8 +952,17 @@ impl Session {
         }
     }
 
-    /// When [`Session::on_timer`] next has work: the resend deadline.
+    /// When [`Session::on_timer`] or [`Session::offer_again`] next has
+    /// work.
     pub fn next_timer(&self, limits: &Limits) -> Option<Duration> {
+        match (self.resend_at(limits), self.offer_again_at()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The resend deadline.
+    fn resend_at(&self, limits: &Limits) -> Option<Duration> {
         if limits.resend_after.is_zero() {
             return None;
         }
@@ -806,14 +973,14 @@ impl Session {
         let drain = if b.rounds == 0 || self.keeps_up {
             Duration::ZERO
         } else {
-            SLOW_DRAIN.saturating_sub(self.gap * READ_SLOTS as u32)
+            SLOW_DRAIN.saturating_sub(self.gap() * READ_SLOTS as u32)
         };
         Some((b.done_at? + self.rtt.rto.max(drain)).max(self.quiet_until))
     }
 
     /// Timers: resends the batch when the sled's next READ is overdue.
     pub fn on_timer(&mut self, now: Duration, limits: &Limits, events: &mut Vec<Event>) {
-        let Some(at) = self.next_timer(limits) else {
+        let Some(at) = self.resend_at(limits) else {
             return;
         };
         if now < at {
@@ -875,12 +1042,14 @@ impl Session {
 
     /// Sends the next queued frame, if any. Returns the frame's length.
     pub fn emit(&mut self, now: Duration, ctx: &mut SendCtx<'_>) -> Option<usize> {
+        let gap = self.gap();
         let run = self.queue.front_mut()?;
         if run.resend {
-            self.next_resend = now + self.gap;
+            self.next_resend = now + gap;
             if self.batch.is_some_and(|b| b.rounds == 1) {
                 self.resend_started.get_or_insert(now);
                 self.resend_frames += 1;
+                self.resend_last = now;
             }
         }
         let offset = run.start;
@@ -898,7 +1067,7 @@ impl Session {
                     image: self.image.name.clone(),
                     error: e.to_string(),
                 });
-                self.after_emit(now, 0);
+                self.after_emit(now, 0, ctx.queued);
                 return Some(0);
             }
         };
@@ -909,18 +1078,25 @@ impl Session {
         self.sent += len as u64;
         self.frames += 1;
         self.high = self.high.max(offset.saturating_add(len as u64).min(size));
-        self.after_emit(now, frame);
+        self.after_emit(now, frame, ctx.queued);
         Some(frame)
     }
 
-    fn after_emit(&mut self, now: Duration, frame: usize) {
+    /// A frame left (`queued` is how long the server's link holds it).
+    /// The batch is done when its last frame leaves the link, or the
+    /// sled's port: its pace lets a burst go faster than the port takes
+    /// it (then that queue is in the switch). Round trips start there.
+    fn after_emit(&mut self, now: Duration, frame: usize, queued: Duration) {
+        let mut port = Duration::ZERO;
         if let Some(p) = &mut self.pace {
             p.spend(frame.max(wire::ETH_MIN_FRAME));
+            port = p.backlog(now);
         }
         if self.queue.is_empty() {
             if let Some(b) = &mut self.batch {
-                b.done_at = Some(now);
-                b.first_done.get_or_insert(now);
+                let left = now + queued.max(port);
+                b.done_at = Some(left);
+                b.first_done.get_or_insert(left);
             }
         }
     }
@@ -953,21 +1129,80 @@ mod tests {
         let limits = Limits::default();
         let mut r = Rtt::new(&limits);
         assert_eq!(r.rto, Duration::from_millis(50));
-        for _ in 0..20 {
-            r.sample(Duration::from_millis(10), &limits);
+        let ms = Duration::from_millis;
+        for i in 0..20 {
+            r.sample(ms(i), ms(10), &limits);
         }
-        // srtt 10 ms, rttvar decays toward 0: rto toward 10 ms.
-        assert!(r.rto >= Duration::from_millis(10) && r.rto < Duration::from_millis(12));
-        for _ in 0..80 {
-            r.sample(Duration::from_micros(100), &limits);
+        // srtt 10 ms, rttvar decays toward 0; the peak is 10 ms: rto a
+        // quarter more.
+        assert_eq!(r.rto, ms(12) + Duration::from_micros(500));
+        for i in 0..80 {
+            r.sample(ms(20 + 50 * i), Duration::from_micros(100), &limits);
         }
-        assert_eq!(r.rto, limits.resend_after, "the floor");
+        assert_eq!(
+            r.rto, limits.resend_after,
+            "the floor, the 10 ms trips forgotten"
+        );
         for _ in 0..16 {
             r.back_off(&limits);
         }
         assert_eq!(r.rto, limits.resend_after * 8, "eight times at most");
-        r.sample(Duration::from_secs(5), &limits);
+        r.sample(ms(5_000), Duration::from_secs(5), &limits);
         assert_eq!(r.rto, limits.resend_max, "the cap");
+    }
+
+    /// The READ after the client's once-a-second progress line may be late
+    /// by a console line: the timeout keeps room for it. The first READ's
+    /// round trip (the progress line printed before it) says how long a
+    /// line is, for the whole boot; the peak keeps room for a late READ a
+    /// few seconds.
+    #[test]
+    fn the_timeout_keeps_room_for_the_progress_line() {
+        let limits = Limits {
+            resend_after: Duration::from_millis(1),
+            ..Limits::default()
+        };
+        let us = Duration::from_micros;
+        // A 115200-baud console: the first READ 4.1 ms after the OFFER,
+        // batches answered in 200 µs, never a late one seen.
+        let mut r = Rtt::new(&limits);
+        r.first_trip(us(4_100), &limits);
+        for i in 0..10_000u64 {
+            r.sample(us(2_000 * i), us(200), &limits);
+        }
+        assert_eq!(r.line(), us(3_900));
+        assert_eq!(r.rto, us(4_100) * 5 / 4, "20 s on");
+        // A fast console: its line is small, the floor rules.
+        let mut fast = Rtt::new(&limits);
+        fast.first_trip(us(400), &limits);
+        for i in 0..1_000u64 {
+            fast.sample(us(2_000 * i), us(200), &limits);
+        }
+        assert_eq!(fast.rto, limits.resend_after);
+        // A first READ that waited for the client's 50 ms tick (the OFFER
+        // sent again was lost) is not a console line.
+        let mut lost = Rtt::new(&limits);
+        lost.first_trip(Duration::from_millis(50), &limits);
+        lost.sample(Duration::ZERO, us(200), &limits);
+        assert_eq!(lost.line(), LINE_MAX);
+        // Late READs now and then (a busy host): the timeout keeps room
+        // for them for a few seconds, as a smoothed estimate does not.
+        let mut busy = Rtt::new(&limits);
+        let mut late = Duration::ZERO;
+        for i in 0..3_000u64 {
+            let now = us(2_000 * i);
+            let trip = if i % 500 == 0 { us(4_100) } else { us(200) };
+            busy.sample(now, trip, &limits);
+            if i % 500 == 499 {
+                late = late.max(busy.rto);
+                assert!(busy.rto > us(5_000), "{:?} at {now:?}", busy.rto);
+            }
+        }
+        assert!(late < us(5_200));
+        for i in 3_000..5_000u64 {
+            busy.sample(us(2_000 * i), us(200), &limits);
+        }
+        assert_eq!(busy.rto, limits.resend_after, "forgotten");
     }
 
     /// A session serving a 1 MiB image, and a helper that sends what it
@@ -998,6 +1233,7 @@ mod tests {
                 from: Mac([2, 0, 0, 0, 0, 0xfe]),
                 out: &mut out,
                 events: &mut events,
+                queued: Duration::ZERO,
             };
             s.emit(t, &mut ctx);
         }
@@ -1052,24 +1288,45 @@ mod tests {
         let us = Duration::from_micros;
         // Answered while frames were still leaving: it kept up; the gap
         // stays.
-        assert_eq!(next_gap(us(500), us(10_000), 40), (us(500), true));
-        assert_eq!(next_gap(RESEND_GAP, us(1_000), 4), (RESEND_GAP, true));
+        assert_eq!(
+            next_gap(us(500), us(10_000), 40, Duration::ZERO),
+            (us(500), true)
+        );
+        assert_eq!(
+            next_gap(RESEND_GAP, us(1_000), 4, Duration::ZERO),
+            (RESEND_GAP, true)
+        );
         // Never down.
-        assert_eq!(next_gap(ms(4), ms(100), 128), (ms(4), true));
-        // Answered half a second after 128 frames at 250 µs (32 ms): it
+        assert_eq!(next_gap(ms(4), ms(100), 128, Duration::ZERO), (ms(4), true));
+        // Answered half a second after 128 frames at 210 µs (27 ms): it
         // prints about 3.9 ms a line, and the gap is a quarter more at once.
-        let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128);
+        let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128, Duration::ZERO);
         assert!(!kept_up);
         assert_eq!(gap, ms(500) / 128 * 5 / 4);
         // A little late is not slow, nor a few milliseconds, nor a long
         // delay after a few frames (a busy host).
-        assert_eq!(next_gap(RESEND_GAP, us(1_900), 4), (RESEND_GAP, true));
-        assert_eq!(next_gap(RESEND_GAP, ms(15), 64), (RESEND_GAP, true));
-        assert_eq!(next_gap(RESEND_GAP, ms(40), 4), (RESEND_GAP, true));
+        assert_eq!(
+            next_gap(RESEND_GAP, us(1_900), 4, Duration::ZERO),
+            (RESEND_GAP, true)
+        );
+        assert_eq!(
+            next_gap(RESEND_GAP, ms(15), 64, Duration::ZERO),
+            (RESEND_GAP, true)
+        );
+        assert_eq!(
+            next_gap(RESEND_GAP, ms(40), 4, Duration::ZERO),
+            (RESEND_GAP, true)
+        );
         // Bounded.
         assert_eq!(
-            next_gap(RESEND_GAP, Duration::from_secs(60), 128).0,
+            next_gap(RESEND_GAP, Duration::from_secs(60), 128, Duration::ZERO).0,
             RESEND_GAP_MAX
+        );
+        // Frames the link held (other sleds' went first) took longer to
+        // leave: an answer soon after the last is not a slow console.
+        assert_eq!(
+            next_gap(RESEND_GAP, ms(44), 128, ms(40)),
+            (RESEND_GAP, true)
         );
     }
 

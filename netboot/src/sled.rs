@@ -11,6 +11,9 @@
 //!   ramdisk and data size are at least 1 MiB, data size <= ramdisk size,
 //!   and the SHA-256 is the one it expects; the OFFER's source is its server
 //!   (the only thing that MAC is used for is addressing READ and FINISHED);
+//!   the turn that accepts it prints a line about it and ends: the first
+//!   READ goes out in the next turn, after the progress line, when a frame
+//!   or the loop's 50 ms tick wakes it;
 //! - before that it ignores DATA silently; after it, OFFERs;
 //! - keeps 128 slots; only when all are empty, and while neither the end
 //!   was seen nor the next offset reached the OFFER's data size, does it
@@ -200,6 +203,9 @@ pub struct Sled {
     /// issues READs. Frames arriving meanwhile wait for the next turn.
     in_turn: bool,
     turn_left: usize,
+    /// The turn under way accepted an OFFER: it ends there, and the first
+    /// READ waits for the next turn (a frame or the 50 ms tick wakes it).
+    just_offered: bool,
     queue: VecDeque<Vec<u8>>,
     memo: Option<Arc<Mutex<HashMemo>>>,
     /// DATA frames taken, dropped (not waited for) and READs sent.
@@ -244,6 +250,7 @@ impl Sled {
             busy_until: Duration::ZERO,
             in_turn: false,
             turn_left: 0,
+            just_offered: false,
             queue: VecDeque::new(),
             memo: None,
             stats: SledStats::default(),
@@ -348,7 +355,7 @@ impl Sled {
     }
 
     fn turn(&mut self, now: Duration, out: &mut Outbox) {
-        if self.outcome.is_some() {
+        if self.outcome.is_some() || std::mem::take(&mut self.just_offered) {
             return;
         }
         let Some(t) = &mut self.transfer else {
@@ -551,7 +558,13 @@ impl Sled {
                     },
                     hashed: 0,
                 });
-                // The turn's end starts the first batch.
+                // oxide_boot_net_ether_turn prints "received offer from
+                // MAC -- size N data size N dataset NAME" (about two
+                // lines' worth) and returns: the next turn, woken by a
+                // frame or the 50 ms tick, prints the progress line first
+                // and then sends the first READ.
+                self.just_offered = true;
+                self.busy_until = now + self.console * 2;
             }
             Repr::Data { offset, bytes } => {
                 // Before an OFFER is accepted, DATA is ignored silently.
@@ -694,6 +707,13 @@ mod tests {
         sled.poll(Duration::ZERO, &mut out);
         out.clear(); // HELLO
         sled.handle(Duration::ZERO, &frame(&Repr::Offer(offer)), &mut out);
+        assert!(sent(&mut out).is_empty(), "the offer's turn ends there");
+        sled.poll(ms(2), &mut out);
+        // The next frame wakes the loop: the progress line, then the READ.
+        sled.handle(ms(3), &frame(&Repr::Offer(offer)), &mut out);
+        assert_eq!(sled.stats.status_lines, 1);
+        assert_eq!(sled.next_wakeup(ms(3)), ms(4));
+        sled.poll(ms(4), &mut out);
         assert!(matches!(sent(&mut out)[..], [Repr::Read(_)]));
         let data = |k: u64| {
             frame(&Repr::Data {
@@ -701,11 +721,7 @@ mod tests {
                 bytes: &img[(k << 10) as usize..((k + 1) << 10) as usize],
             })
         };
-        // The first turn reading prints the progress line.
-        sled.poll(Duration::ZERO, &mut out);
-        sled.poll(ms(1), &mut out);
-        assert_eq!(sled.stats.status_lines, 1);
-        let t = |us: u64| ms(2) + Duration::from_micros(us);
+        let t = |us: u64| ms(5) + Duration::from_micros(us);
         // 127 of the batch's frames arrive while the loop is idle.
         for k in 0..127 {
             sled.handle(t(1), &data(k), &mut out);
