@@ -478,10 +478,12 @@ impl Cohort {
                         let answer = now.saturating_sub(t0).saturating_sub(trip);
                         let took = m.resend_last.saturating_sub(t0) + m.pace.gap();
                         let (gap, kept_up) = next_gap(m.pace.gap(), answer, m.resend_frames, took);
-                        m.pace.keeps_up = kept_up;
-                        if !kept_up {
+                        m.pace.keeps_up = kept_up.unwrap_or(m.pace.keeps_up);
+                        if kept_up == Some(false) {
+                            // Lines for most of the round may be ahead of
+                            // it (as a session's, `Session::answered`).
                             m.pace.slow_gap = gap;
-                            m.pace.quiet_until = now + gap * (m.resend_frames / 2);
+                            m.pace.quiet_until = now + SLOW_DRAIN;
                         }
                     }
                 } else if self.batch == Some(m.asked) {

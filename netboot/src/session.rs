@@ -297,8 +297,12 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// round trip longer than usual must not ratchet the gap up, for the gap
 /// never comes down again for that sled (one a little slower than the gap
 /// answers while frames still leave, yet owes lines that make its next
-/// batch look late: resends on resends). Returns the new gap and whether
-/// the sled kept up.
+/// batch look late: resends on resends). Late also when the whole round
+/// had left (the link may have held it) more than [`SLOW_ANSWER`] before
+/// the answer: a sled that keeps up answers while the frames still leave,
+/// the missing one among them. Returns the new gap and whether the sled
+/// kept up: `None` after too few frames to tell (its READ may have been
+/// on its way when the round began).
 /// An answer sooner than this is never taken for a slow console: five
 /// lines at 115200 baud, more than a loaded host's scheduling delays. Nor
 /// one after fewer than half a batch of resent frames: a slow console
@@ -312,13 +316,19 @@ pub(crate) fn next_gap(
     answer: Duration,
     frames: u32,
     took: Duration,
-) -> (Duration, bool) {
-    let frames = frames.max(1);
+) -> (Duration, Option<bool>) {
+    if frames < READ_SLOTS as u32 / 2 {
+        return (gap, None);
+    }
     let sending = (gap * frames).max(took);
-    if frames >= READ_SLOTS as u32 / 2 && answer > sending * 2 && answer > SLOW_ANSWER {
-        ((answer / frames * 5 / 4).clamp(gap, RESEND_GAP_MAX), false)
+    let late = answer > sending * 2 || answer > sending + SLOW_ANSWER;
+    if late && answer > SLOW_ANSWER {
+        (
+            (answer / frames * 5 / 4).clamp(gap, RESEND_GAP_MAX),
+            Some(false),
+        )
     } else {
-        (gap, true)
+        (gap, Some(true))
     }
 }
 
@@ -605,6 +615,9 @@ pub struct Session {
     /// No resend before then: a slow sled is still printing lines for the
     /// frames resent before its last READ.
     quiet_until: Duration,
+    /// A round the sled was too slow for: when its first frame left and
+    /// how many left before the READ (see [`Session::answered`]).
+    judging: Option<(Duration, u32)>,
 }
 
 impl Session {
@@ -645,6 +658,7 @@ impl Session {
             resend_last: now,
             keeps_up: false,
             quiet_until: now,
+            judging: None,
         }
     }
 
@@ -925,6 +939,18 @@ impl Session {
             None => true,
             Some(r) => self.rtt.min_rtt.is_some_and(|m| now.saturating_sub(r) < m),
         };
+        let judged = self.judging.take();
+        if let (Some((t0, frames)), 0) = (judged, b.rounds) {
+            // The batch after a slow answer, sent once: its READ came when
+            // the sled had printed a line for every frame of that round
+            // but the missing one, and those of this batch took no longer
+            // (it came right after the answer). So the lines took about
+            // this long each: the gap becomes a quarter more. Not a round
+            // trip of the path.
+            let line = now.saturating_sub(t0) / frames.max(1);
+            self.slow_gap = self.slow_gap.max((line * 5 / 4).min(RESEND_GAP_MAX));
+            return;
+        }
         if first_answered {
             self.rtt.sample(now, now.saturating_sub(first_done), limits);
             if b.rounds == 1 {
@@ -941,12 +967,16 @@ impl Session {
                 let answer = now.saturating_sub(t0).saturating_sub(trip);
                 let took = self.resend_last.saturating_sub(t0) + self.gap();
                 let (gap, kept_up) = next_gap(self.gap(), answer, self.resend_frames, took);
-                self.keeps_up = kept_up;
-                if !kept_up {
+                self.keeps_up = kept_up.unwrap_or(self.keeps_up);
+                if kept_up == Some(false) {
                     self.slow_gap = gap;
-                    // Lines for about half the round may still be ahead of
-                    // its next batch.
-                    self.quiet_until = now + gap * (self.resend_frames / 2);
+                    // Lines for most of the round may still be ahead of its
+                    // next batch, at a pace not known yet: no resend until a
+                    // 115200-baud console would have printed them all. The
+                    // next batch's READ, if it needs no resend, says how
+                    // long they took.
+                    self.quiet_until = now + SLOW_DRAIN;
+                    self.judging = Some((t0, self.resend_frames));
                 }
             }
         }
@@ -1286,48 +1316,41 @@ mod tests {
     fn the_resend_gap_follows_the_sleds_pace() {
         let ms = Duration::from_millis;
         let us = Duration::from_micros;
+        let zero = Duration::ZERO;
         // Answered while frames were still leaving: it kept up; the gap
         // stays.
+        assert_eq!(next_gap(us(500), ms(10), 80, zero), (us(500), Some(true)));
         assert_eq!(
-            next_gap(us(500), us(10_000), 40, Duration::ZERO),
-            (us(500), true)
+            next_gap(RESEND_GAP, ms(15), 64, zero),
+            (RESEND_GAP, Some(true))
         );
-        assert_eq!(
-            next_gap(RESEND_GAP, us(1_000), 4, Duration::ZERO),
-            (RESEND_GAP, true)
-        );
+        // Too few frames to tell (its READ may have been on its way), even
+        // if late (a busy host).
+        assert_eq!(next_gap(RESEND_GAP, ms(1), 4, zero), (RESEND_GAP, None));
+        assert_eq!(next_gap(RESEND_GAP, ms(40), 4, zero), (RESEND_GAP, None));
         // Never down.
-        assert_eq!(next_gap(ms(4), ms(100), 128, Duration::ZERO), (ms(4), true));
+        assert_eq!(next_gap(ms(4), ms(100), 128, zero), (ms(4), Some(true)));
         // Answered half a second after 128 frames at 210 µs (27 ms): it
         // prints about 3.9 ms a line, and the gap is a quarter more at once.
-        let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128, Duration::ZERO);
-        assert!(!kept_up);
+        let (gap, kept_up) = next_gap(RESEND_GAP, ms(500), 128, zero);
+        assert_eq!(kept_up, Some(false));
         assert_eq!(gap, ms(500) / 128 * 5 / 4);
-        // A little late is not slow, nor a few milliseconds, nor a long
-        // delay after a few frames (a busy host).
-        assert_eq!(
-            next_gap(RESEND_GAP, us(1_900), 4, Duration::ZERO),
-            (RESEND_GAP, true)
-        );
-        assert_eq!(
-            next_gap(RESEND_GAP, ms(15), 64, Duration::ZERO),
-            (RESEND_GAP, true)
-        );
-        assert_eq!(
-            next_gap(RESEND_GAP, ms(40), 4, Duration::ZERO),
-            (RESEND_GAP, true)
-        );
         // Bounded.
         assert_eq!(
-            next_gap(RESEND_GAP, Duration::from_secs(60), 128, Duration::ZERO).0,
+            next_gap(RESEND_GAP, Duration::from_secs(60), 128, zero).0,
             RESEND_GAP_MAX
         );
         // Frames the link held (other sleds' went first) took longer to
         // leave: an answer soon after the last is not a slow console.
         assert_eq!(
             next_gap(RESEND_GAP, ms(44), 128, ms(40)),
-            (RESEND_GAP, true)
+            (RESEND_GAP, Some(true))
         );
+        // But the whole round left well before the answer: the sled was
+        // still printing lines for it.
+        let (gap, kept_up) = next_gap(RESEND_GAP, ms(56), 128, ms(35));
+        assert_eq!(kept_up, Some(false));
+        assert_eq!(gap, ms(56) / 128 * 5 / 4);
     }
 
     #[test]
