@@ -6,16 +6,17 @@
 //! The [`Server`] is the endpoint: it parses frames, admits sleds (OFFER,
 //! the session table and its limit, resuming a boot after a restart, RESET
 //! when a sled cannot be served), routes each READ to the sled's
-//! [`Session`], and shares the link between sessions: frames leave in
-//! round robin, one sled's frame at a time, no faster than the link's rate
-//! ([`Limits::rate`]) nor any sled's ([`Limits::sled_rate`]).
+//! [`Session`], and shares the link between sessions: one sled's frame at
+//! a time, resent frames first, then the sled furthest behind its fair
+//! share since it began (`Session::behind`), no faster than the link's
+//! rate ([`Limits::rate`]) nor any sled's ([`Limits::sled_rate`]).
 //!
 //! With [`Limits::broadcast`], sleds are served in broadcast cohorts
 //! ([`crate::cohort`]) instead: HELLO puts a sled in the lobby, the
 //! cohort's OFFERs go out together, READs go to the cohort, and its frames
 //! share the link in the same way.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::cohort::Cohorts;
@@ -27,11 +28,13 @@ pub use crate::session::{LimitError, Limits, Session};
 use crate::wire::{self, EthFrame, Kind, Mac, Repr, ETHERTYPE};
 use crate::Outbox;
 
-/// Which sessions have frames to send, in turn, and the link's pace.
+/// Which sessions have frames to send, and the link's pace.
 struct Pacer {
     link: Option<pace::Bucket>,
-    /// Sessions with queued frames, in round-robin order (each once).
-    active: VecDeque<Mac>,
+    /// Sessions with queued frames (each once), with what choosing the
+    /// next to send needs: a look-up per session per frame cost the
+    /// simulated rack of 32 sleds half again its CPU.
+    active: Vec<Active>,
     /// Each booting sled's fair share of the bytes sent so far: every
     /// frame adds its length over the number of sleds booting. A sled's
     /// entitlement is what it grew by since the sled began
@@ -39,15 +42,63 @@ struct Pacer {
     share: f64,
 }
 
+/// A session with frames to send, as of its last change.
+#[derive(Clone, Copy, Debug)]
+struct Active {
+    mac: Mac,
+    /// Its next frame is a resent one.
+    resending: bool,
+    /// How far behind its fair share, but for the share's growth since
+    /// (the same for all).
+    behind: f64,
+    /// When its pace lets its next frame leave.
+    ready: Duration,
+}
+
+impl Active {
+    fn of(mac: Mac, s: &mut Session, now: Duration, share: f64) -> Active {
+        Active {
+            mac,
+            resending: s.resending(),
+            behind: s.behind(share) - share,
+            ready: s.ready_at(now),
+        }
+    }
+}
+
 impl Pacer {
-    /// `mac` has frames to send.
-    fn wake(&mut self, mac: Mac, sessions: &mut Sessions) {
-        if let Some(s) = sessions.get_mut(&mac) {
-            s.share_from.get_or_insert(self.share);
+    /// `mac`'s frames to send changed at `now`.
+    fn wake(&mut self, mac: Mac, sessions: &mut Sessions, now: Duration) {
+        let i = self.active.iter().position(|a| a.mac == mac);
+        let Some(s) = sessions.get_mut(&mac).filter(|s| s.has_queued()) else {
+            if let Some(i) = i {
+                self.active.remove(i);
+            }
+            return;
+        };
+        s.share_from.get_or_insert(self.share);
+        let a = Active::of(mac, s, now, self.share);
+        match i {
+            Some(i) => self.active[i] = a,
+            None => self.active.push(a),
         }
-        if !self.active.contains(&mac) {
-            self.active.push_back(mac);
+    }
+
+    /// Of the sessions whose pace allows a frame at `now`: resent frames
+    /// first (a few, paced for the sled's console: the sled waits for one
+    /// of them), then the sled furthest behind its fair share of the link
+    /// (ties in turn).
+    fn next(&self, now: Duration) -> Option<usize> {
+        let mut best: Option<(usize, (bool, f64))> = None;
+        for (i, a) in self.active.iter().enumerate() {
+            if a.ready <= now {
+                let key = (a.resending, a.behind);
+                if best.is_none_or(|(_, b)| key > b) {
+                    best = Some((i, key));
+                }
+            }
         }
+        best.map(|(i, _)| i)
     }
 }
 
@@ -80,7 +131,7 @@ impl Server {
                 link: limits
                     .rate
                     .map(|r| pace::Bucket::new(r, Limits::link_burst(r), Duration::ZERO)),
-                active: VecDeque::new(),
+                active: Vec::new(),
                 share: 0.0,
             },
             cohorts: limits.broadcast.then(Cohorts::default),
@@ -258,7 +309,7 @@ impl Server {
             return;
         };
         if session.on_read(now, read, &self.limits, &mut self.events) {
-            self.pacer.wake(mac, &mut self.sessions);
+            self.pacer.wake(mac, &mut self.sessions, now);
         }
         self.pump(now, out);
     }
@@ -315,7 +366,7 @@ impl Server {
             &mut self.events,
         );
         if cohorts.is_handed(mac) && self.sessions.get(&mac).is_some_and(Session::has_queued) {
-            self.pacer.wake(mac, &mut self.sessions);
+            self.pacer.wake(mac, &mut self.sessions, now);
         }
         self.pump(now, out);
     }
@@ -409,7 +460,7 @@ impl Server {
             }
         }
         for mac in woken {
-            self.pacer.wake(mac, &mut self.sessions);
+            self.pacer.wake(mac, &mut self.sessions, now);
         }
         if let Some(c) = &mut self.cohorts {
             c.poll(
@@ -455,13 +506,9 @@ impl Server {
             // Members its sessions took over (a cohort serving by unicast
             // now) take their turns with the other sessions.
             for mac in c.handed_with_frames(&self.sessions) {
-                self.pacer.wake(mac, &mut self.sessions);
+                self.pacer.wake(mac, &mut self.sessions, now);
             }
         }
-        // Of the sessions whose pace allows a frame now, resent frames go
-        // first (a few, paced for the sled's console: the sled waits for
-        // one of them), then the sled furthest behind its fair share of
-        // the link (ties in turn).
         let sharing = self
             .sessions
             .values()
@@ -473,28 +520,9 @@ impl Server {
                     break;
                 }
             }
-            let share = self.pacer.share;
-            let mut best: Option<(usize, (bool, f64))> = None;
-            let mut i = 0;
-            while i < self.pacer.active.len() {
-                let mac = self.pacer.active[i];
-                let Some(s) = self.sessions.get_mut(&mac).filter(|s| s.has_queued()) else {
-                    self.pacer.active.remove(i);
-                    continue;
-                };
-                if s.ready_at(now) <= now {
-                    let key = (s.resending(), s.behind(share));
-                    if best.is_none_or(|(_, b)| key > b) {
-                        best = Some((i, key));
-                    }
-                }
-                i += 1;
-            }
-            let Some((i, _)) = best else { break };
-            let Some(mac) = self.pacer.active.remove(i) else {
-                break;
-            };
-            let Some(s) = self.sessions.get_mut(&mac) else {
+            let Some(i) = self.pacer.next(now) else { break };
+            let a = self.pacer.active.remove(i);
+            let Some(s) = self.sessions.get_mut(&a.mac).filter(|s| s.has_queued()) else {
                 continue;
             };
             if let Some(link) = &mut self.pacer.link {
@@ -507,7 +535,9 @@ impl Server {
                 self.pacer.share += len as f64 / sharing.max(1) as f64;
             }
             if s.has_queued() {
-                self.pacer.active.push_back(mac);
+                // At the back: ties go in turn.
+                let a = Active::of(a.mac, s, now, self.pacer.share);
+                self.pacer.active.push(a);
             }
         }
     }
@@ -527,8 +557,8 @@ impl Server {
             at = at.min(t);
             send = s;
         }
-        for mac in &self.pacer.active {
-            if let Some(s) = self.sessions.get_mut(mac) {
+        for a in &self.pacer.active {
+            if let Some(s) = self.sessions.get_mut(&a.mac) {
                 if s.has_queued() {
                     let t = s.wake_at(now);
                     send = Some(send.map_or(t, |x| x.min(t)));

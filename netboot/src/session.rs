@@ -363,15 +363,15 @@ const MAX_BACKOFF: u32 = 3;
 /// the first came too soon.
 pub const OFFER_AGAIN: [Duration; 2] = [Duration::from_micros(250), Duration::from_millis(5)];
 
-/// How long a round trip counts toward [`Rtt`]'s peak: one to two of
+/// How long a round trip counts toward `Rtt`'s peak: one to two of
 /// these.
 pub const PEAK_EPOCH: Duration = Duration::from_millis(1_500);
 
 /// The most a sled's console line is taken to cost from its first READ
-/// ([`Rtt::line`]): three lines at 115200 baud. A first READ later than
+/// (`Rtt::line`): three lines at 115200 baud. A first READ later than
 /// that was late for another reason (the OFFER sent again was lost, and
 /// the client's loop slept its 50 ms), not a slower console; a console
-/// that slow is found by its resends ([`next_gap`]).
+/// that slow is found by its resends (`next_gap`).
 pub const LINE_MAX: Duration =
     Duration::from_micros(crate::sled::CONSOLE_LINE_115200.as_micros() as u64 * 3);
 
