@@ -215,7 +215,7 @@ pub struct Cohort {
     members: BTreeMap<Mac, Member>,
     /// Members that left: they do not join this cohort again.
     gone: BTreeSet<Mac>,
-    /// Members handed to unicast sessions (see [`Cohort::maybe_unicast`]):
+    /// Members handed to unicast sessions (see `Cohort::maybe_unicast`):
     /// still in transfer, so the next cohort waits for them too.
     pub handed: BTreeSet<Mac>,
     /// The batch last queued for the cohort, and when its last frame left.
@@ -233,7 +233,7 @@ pub struct Cohort {
     limits: Limits,
     /// Each batch goes out once, broadcast, when every member asked for it;
     /// false once waiting for repairs costs more than unicast would
-    /// ([`Cohort::maybe_unicast`]).
+    /// (`Cohort::maybe_unicast`).
     pub lockstep: bool,
     /// Time spent waiting for members to ask for the next batch, and
     /// sending batches (from queued to the last frame out), and how many.
