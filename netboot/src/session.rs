@@ -301,8 +301,8 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// had left (the link may have held it) more than [`SLOW_ANSWER`] before
 /// the answer: a sled that keeps up answers while the frames still leave,
 /// the missing one among them. Returns the new gap and whether the sled
-/// kept up: `None` after too few frames to tell (its READ may have been
-/// on its way when the round began).
+/// kept up: `None` after too few frames to tell ([`KEPT_UP_FRAMES`]: its
+/// READ may have been on its way when the round began).
 /// An answer sooner than this is never taken for a slow console: five
 /// lines at 115200 baud, more than a loaded host's scheduling delays. Nor
 /// one after fewer than half a batch of resent frames: a slow console
@@ -311,18 +311,24 @@ pub const SLOW_DRAIN: Duration = Duration::from_micros(
 /// for good.
 const SLOW_ANSWER: Duration = Duration::from_millis(20);
 
+/// The fewest resent frames before an answer that say a sled kept up
+/// (3.4 ms of frames at [`RESEND_GAP`]; a READ that was on its way when
+/// the round began comes sooner, the timeout being a quarter more than
+/// the sled's round trip and console line). Fewer say nothing.
+const KEPT_UP_FRAMES: u32 = 16;
+
 pub(crate) fn next_gap(
     gap: Duration,
     answer: Duration,
     frames: u32,
     took: Duration,
 ) -> (Duration, Option<bool>) {
-    if frames < READ_SLOTS as u32 / 2 {
+    if frames < KEPT_UP_FRAMES {
         return (gap, None);
     }
     let sending = (gap * frames).max(took);
     let late = answer > sending * 2 || answer > sending + SLOW_ANSWER;
-    if late && answer > SLOW_ANSWER {
+    if frames >= READ_SLOTS as u32 / 2 && late && answer > SLOW_ANSWER {
         (
             (answer / frames * 5 / 4).clamp(gap, RESEND_GAP_MAX),
             Some(false),
@@ -357,10 +363,10 @@ const MAX_BACKOFF: u32 = 3;
 /// (`oxide_boot_net_ether_turn` returns), and the loop sleeps until a frame
 /// arrives or 50 ms pass; only the next turn sends the first READ. A frame
 /// wakes it at once: the OFFER again, which a reading client drops without
-/// a word (and one that lost the first takes). The first after a
-/// millisecond, once the turn that took the first OFFER is under way (a
-/// frame queued before it began would wake nothing); the second in case
-/// the first came too soon.
+/// a word (and one that lost the first takes). The first after 250 µs,
+/// once the turn that took the first OFFER is under way (a frame queued
+/// before it began would wake nothing); the second in case the first came
+/// too soon, or was lost.
 pub const OFFER_AGAIN: [Duration; 2] = [Duration::from_micros(250), Duration::from_millis(5)];
 
 /// How long a round trip counts toward `Rtt`'s peak: one to two of
@@ -463,18 +469,22 @@ impl Rtt {
         self.update(limits);
     }
 
+    /// Epochs are whole [`PEAK_EPOCH`]s from the first sample. Without
+    /// samples (every batch resent) the peak stays: the longer timeout is
+    /// the safe side while the path loses frames.
     fn note_peak(&mut self, now: Duration, r: Duration) {
-        match self.epoch {
-            Some(e) if now.saturating_sub(e) < PEAK_EPOCH => self.peak[0] = self.peak[0].max(r),
-            Some(e) if now.saturating_sub(e) < PEAK_EPOCH * 2 => {
-                self.peak = [r, self.peak[0]];
-                self.epoch = Some(now);
-            }
-            _ => {
-                self.peak = [r, Duration::ZERO];
-                self.epoch = Some(now);
-            }
+        let Some(e) = self.epoch else {
+            self.peak = [r, Duration::ZERO];
+            self.epoch = Some(now);
+            return;
+        };
+        let passed = (now.saturating_sub(e).as_nanos() / PEAK_EPOCH.as_nanos()) as u32;
+        match passed {
+            0 => self.peak[0] = self.peak[0].max(r),
+            1 => self.peak = [r, self.peak[0]],
+            _ => self.peak = [r, Duration::ZERO],
         }
+        self.epoch = Some(e + PEAK_EPOCH * passed);
     }
 
     /// A round trip `r`, sampled at `now`.
@@ -694,14 +704,18 @@ impl Session {
         true
     }
 
-    /// The first READ after the OFFER, at `now`: the time since the frame
-    /// that woke the client's loop (the OFFER sent again, if the READ came
-    /// after it; the OFFER otherwise). The client's first reading turn
-    /// prints its progress line before it sends that READ: this round trip
-    /// holds a console line, the same delay the READ after each second's
-    /// progress line may have (see [`Rtt`]), measured before any batch.
-    /// More, if the loop was still printing the OFFER's line when the
-    /// frame came: a longer timeout.
+    /// The first READ after the OFFER, at `now`: the time since the OFFER
+    /// first went again (if the READ came after that; since the OFFER
+    /// otherwise). The client's first reading turn prints its progress
+    /// line before it sends that READ: this round trip holds a console
+    /// line, the same delay the READ after each second's progress line may
+    /// have (see [`Rtt`]), measured before any batch. More, if the loop was
+    /// still printing the OFFER's own line when that frame came (at 115200
+    /// baud it is: three lines' worth), or if that frame was lost and a
+    /// later one woke it: a longer timeout than needed, the safe side. The
+    /// last frame sent before the READ would come too late on some
+    /// consoles (during the progress line), and a timeout shorter than a
+    /// line takes the line for loss.
     pub(crate) fn first_trip(&mut self, now: Duration) -> Option<Duration> {
         let offered = self.offered_at.take()?;
         let from = self.again_at.filter(|&t| t <= now).unwrap_or(offered);
@@ -944,10 +958,16 @@ impl Session {
             // The batch after a slow answer, sent once: its READ came when
             // the sled had printed a line for every frame of that round
             // but the missing one, and those of this batch took no longer
-            // (it came right after the answer). So the lines took about
-            // this long each: the gap becomes a quarter more. Not a round
-            // trip of the path.
-            let line = now.saturating_sub(t0) / frames.max(1);
+            // (it came right after the answer), unless the batch took
+            // longer to come than the lines to print (a busy link: that
+            // time is not the console's). So the lines took about this
+            // long each: the gap becomes a quarter more. Not a round trip
+            // of the path.
+            let coming = b
+                .first_done
+                .unwrap_or(b.asked_at)
+                .saturating_sub(b.asked_at);
+            let line = now.saturating_sub(t0).saturating_sub(coming) / frames.max(1);
             self.slow_gap = self.slow_gap.max((line * 5 / 4).min(RESEND_GAP_MAX));
             return;
         }
@@ -1119,6 +1139,7 @@ impl Session {
     fn after_emit(&mut self, now: Duration, frame: usize, queued: Duration) {
         let mut port = Duration::ZERO;
         if let Some(p) = &mut self.pace {
+            // With this frame: when it has left the port.
             p.spend(frame.max(wire::ETH_MIN_FRAME));
             port = p.backlog(now);
         }
@@ -1328,6 +1349,10 @@ mod tests {
         // if late (a busy host).
         assert_eq!(next_gap(RESEND_GAP, ms(1), 4, zero), (RESEND_GAP, None));
         assert_eq!(next_gap(RESEND_GAP, ms(40), 4, zero), (RESEND_GAP, None));
+        assert_eq!(
+            next_gap(RESEND_GAP, ms(4), 16, zero),
+            (RESEND_GAP, Some(true))
+        );
         // Never down.
         assert_eq!(next_gap(ms(4), ms(100), 128, zero), (ms(4), Some(true)));
         // Answered half a second after 128 frames at 210 µs (27 ms): it
