@@ -45,9 +45,7 @@ use crate::image::ServedImage;
 use crate::pace;
 use crate::server::Sessions;
 use crate::session::REREQUEST_AFTER;
-use crate::session::{
-    is_dense, next_gap, Chunks, Limits, Rtt, SendCtx, Session, BATCH_BYTES, RESEND_GAP, SLOW_DRAIN,
-};
+use crate::session::{is_dense, Chunks, Limits, ResendPace, SendCtx, Session, BATCH_BYTES};
 use crate::sled::HELLO_INTERVAL;
 use crate::wire::{self, Mac, Repr, DATA_CHUNK, READ_SLOTS};
 use crate::Outbox;
@@ -109,36 +107,10 @@ struct Member {
     /// When the last of them left.
     resend_last: Duration,
     /// Its console's pace, as its repairs showed it (kept across batches).
-    pace: Pace,
+    pace: ResendPace,
     /// When the last frame of its batch left by unicast (a cohort serving
     /// by unicast: see [`Cohort::lockstep`]).
     unicast_done: Option<Duration>,
-}
-
-/// A member's pace for resent frames (see [`next_gap`]): the gap between
-/// them, whether it was seen to keep up with them (until then, rounds are
-/// [`SLOW_DRAIN`] apart), and no repair before `quiet_until` (a slow
-/// console still printing lines for frames resent before its last READ).
-#[derive(Clone, Copy, Debug)]
-struct Pace {
-    /// Its round trip and resend timeout (each member's own: one sled's
-    /// repairs do not back off the others').
-    rtt: Rtt,
-    /// The gap its resends showed it needs (zero: none; see
-    /// [`Pace::gap`]).
-    slow_gap: Duration,
-    keeps_up: bool,
-    quiet_until: Duration,
-    /// When its next resent frame may leave.
-    next: Duration,
-}
-
-impl Pace {
-    /// The gap between its resent frames: [`RESEND_GAP`], or what its
-    /// resends showed it needs (as [`Session::gap`]).
-    fn gap(&self) -> Duration {
-        self.slow_gap.max(RESEND_GAP)
-    }
 }
 
 impl Member {
@@ -156,13 +128,7 @@ impl Member {
             resend_frames: 0,
             resend_last: Duration::ZERO,
             unicast_done: None,
-            pace: Pace {
-                rtt: Rtt::new(limits),
-                slow_gap: Duration::ZERO,
-                keeps_up: false,
-                quiet_until: now,
-                next: now,
-            },
+            pace: ResendPace::new(now, limits),
         }
     }
 
@@ -223,7 +189,7 @@ pub struct Cohort {
     batch_done: Option<Duration>,
     queue: VecDeque<Frame>,
     /// Resent frames, per member: each leaves at its member's console pace
-    /// (`Pace::next`), without holding up `queue` or the others.
+    /// (`ResendPace::next`), without holding up `queue` or the others.
     resends: BTreeMap<Mac, VecDeque<Frame>>,
     /// Cohort frames still in `queue`.
     queued_cohort: usize,
@@ -407,13 +373,7 @@ impl Cohort {
                 for (i, o) in read.offsets.iter_mut().enumerate() {
                     *o = first.saturating_add(i as u64 * DATA_CHUNK as u64);
                 }
-                s.take_over(
-                    now,
-                    &read,
-                    limits,
-                    events,
-                    (m.pace.rtt, m.pace.slow_gap, m.pace.keeps_up),
-                );
+                s.take_over(now, &read, limits, events, m.pace);
             }
         }
         events.push(Event::CohortUnicast {
@@ -440,7 +400,7 @@ impl Cohort {
         let Some(m) = self.members.get_mut(&mac) else {
             return false;
         };
-        if let Some(trip) = session.first_trip(now) {
+        if let Some(trip) = session.take_first_trip(now) {
             m.pace.rtt.first_trip(trip, limits);
         }
         let dense = is_dense(read);
@@ -455,7 +415,7 @@ impl Cohort {
         if dense && !again && !self.lockstep {
             // Serving by unicast now: its session takes it from this batch
             // on (it has every frame before it).
-            let pace = (m.pace.rtt, m.pace.slow_gap, m.pace.keeps_up);
+            let pace = m.pace;
             self.members.remove(&mac);
             self.drop_queued_for(mac);
             self.handed.insert(mac);
@@ -474,17 +434,7 @@ impl Cohort {
                     // Answered by its round-1 resend alone: how fast it
                     // took that.
                     if let (1, Some(t0)) = (m.rounds, m.resend_started) {
-                        let trip = m.pace.rtt.long_trip();
-                        let answer = now.saturating_sub(t0).saturating_sub(trip);
-                        let took = m.resend_last.saturating_sub(t0) + m.pace.gap();
-                        let (gap, kept_up) = next_gap(m.pace.gap(), answer, m.resend_frames, took);
-                        m.pace.keeps_up = kept_up.unwrap_or(m.pace.keeps_up);
-                        if kept_up == Some(false) {
-                            // Lines for most of the round may be ahead of
-                            // it (as a session's, `Session::answered`).
-                            m.pace.slow_gap = gap;
-                            m.pace.quiet_until = now + SLOW_DRAIN;
-                        }
+                        m.pace.judge(now, t0, m.resend_last, m.resend_frames);
                     }
                 } else if self.batch == Some(m.asked) {
                     if let Some(d) = self.batch_done {
@@ -664,14 +614,7 @@ impl Cohort {
             0 => (m.unicast_done?, m.pace.rtt.rto),
             // Before the next round, time for a slow console to print a
             // line for each resent frame, until it was seen to keep up.
-            1 if m.pace.keeps_up => (m.resend_done?, m.pace.rtt.rto),
-            1 => (
-                m.resend_done?,
-                m.pace
-                    .rtt
-                    .rto
-                    .max(SLOW_DRAIN.saturating_sub(m.pace.gap() * READ_SLOTS as u32)),
-            ),
+            1 => (m.resend_done?, m.pace.rtt.rto.max(m.pace.drain())),
             _ => return None,
         };
         Some((done + wait).max(m.pace.quiet_until))

@@ -392,7 +392,7 @@ pub const LINE_MAX: Duration =
 /// falls mid-batch and delays nothing, for seconds on end: no sample
 /// shows it, and `srtt + 4 rttvar` forgets it within a few hundred
 /// samples. The line's cost is the sled's own, measured once from its
-/// first READ ([`Session::first_trip`]): a console line is not a lost
+/// first READ ([`Session::take_first_trip`]): a console line is not a lost
 /// frame.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Rtt {
@@ -463,7 +463,7 @@ impl Rtt {
             .min(LINE_MAX)
     }
 
-    /// The first READ's round trip `r` ([`Session::first_trip`]).
+    /// The first READ's round trip `r` ([`Session::take_first_trip`]).
     pub(crate) fn first_trip(&mut self, r: Duration, limits: &Limits) {
         self.first = Some(r);
         self.update(limits);
@@ -521,6 +521,77 @@ impl Rtt {
     pub(crate) fn loss_confirmed(&mut self, limits: &Limits) {
         self.backoff = 0;
         self.update(limits);
+    }
+}
+
+/// A sled's pace for resent frames, a session's or a broadcast cohort
+/// member's: its round trip and resend timeout, the gap its console needs
+/// between resent frames, whether it was seen to keep up with them (until
+/// then, rounds are [`SLOW_DRAIN`] apart), no resend before `quiet_until`
+/// (a slow console still printing lines for frames resent before its last
+/// READ), and when its next resent frame may leave.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResendPace {
+    pub(crate) rtt: Rtt,
+    /// The gap [`next_gap`] raised it to (zero: not raised; see
+    /// [`ResendPace::gap`]).
+    pub(crate) slow_gap: Duration,
+    pub(crate) keeps_up: bool,
+    pub(crate) quiet_until: Duration,
+    pub(crate) next: Duration,
+}
+
+impl ResendPace {
+    pub(crate) fn new(now: Duration, limits: &Limits) -> ResendPace {
+        ResendPace {
+            rtt: Rtt::new(limits),
+            slow_gap: Duration::ZERO,
+            keeps_up: false,
+            quiet_until: now,
+            next: now,
+        }
+    }
+
+    /// The gap between resent frames now: [`RESEND_GAP`], or what the
+    /// sled's resends showed it needs.
+    pub(crate) fn gap(&self) -> Duration {
+        self.slow_gap.max(RESEND_GAP)
+    }
+
+    /// How long a second resend round waits after the first's frames
+    /// left, besides the timeout: until the sled was seen to keep up, the
+    /// time a 115200-baud console takes to print the round.
+    pub(crate) fn drain(&self) -> Duration {
+        if self.keeps_up {
+            Duration::ZERO
+        } else {
+            SLOW_DRAIN.saturating_sub(self.gap() * READ_SLOTS as u32)
+        }
+    }
+
+    /// A batch answered at `now` by its first resend round alone, whose
+    /// `frames` frames left from `first` to `last`: how fast the sled took
+    /// them ([`next_gap`]). A slow one gets the gap it needs and no resend
+    /// for [`SLOW_DRAIN`]: lines for most of the round may still be ahead
+    /// of its next batch, at a pace not known yet. Returns the verdict.
+    pub(crate) fn judge(
+        &mut self,
+        now: Duration,
+        first: Duration,
+        last: Duration,
+        frames: u32,
+    ) -> Option<bool> {
+        let answer = now
+            .saturating_sub(first)
+            .saturating_sub(self.rtt.long_trip());
+        let took = last.saturating_sub(first) + self.gap();
+        let (gap, kept_up) = next_gap(self.gap(), answer, frames, took);
+        self.keeps_up = kept_up.unwrap_or(self.keeps_up);
+        if kept_up == Some(false) {
+            self.slow_gap = gap;
+            self.quiet_until = now + SLOW_DRAIN;
+        }
+        kept_up
     }
 }
 
@@ -585,12 +656,13 @@ pub struct Session {
     pending_resent: u64,
     last_retransmit_report: Option<Duration>,
     batch: Option<Batch>,
+    /// Its round trip, console and resend timing.
+    resend: ResendPace,
     /// When the OFFER went out, until the first READ answers it; how many
     /// times it went again ([`OFFER_AGAIN`]), the first of them when.
     offered_at: Option<Duration>,
     offers_again: usize,
     again_at: Option<Duration>,
-    rtt: Rtt,
     /// Whether the sled has sent a READ (it is booting, not just asking).
     reading: bool,
     /// READ rate limits: new batches, and re-requests.
@@ -608,23 +680,12 @@ pub struct Session {
     /// The server's fair share per sled ([`crate::server`]'s pacer) when
     /// this sled first had frames to send.
     pub(crate) share_from: Option<f64>,
-    /// When the next resent frame may leave.
-    next_resend: Duration,
-    /// The gap between resent frames [`next_gap`] raised it to (zero: not
-    /// raised; see [`Session::gap`]).
-    slow_gap: Duration,
     /// The batch in flight's first resend round: when its first frame
     /// left, and how many have left.
     resend_started: Option<Duration>,
     resend_frames: u32,
     /// When the last of them left.
     resend_last: Duration,
-    /// Whether the sled was seen to keep up with resent frames (see
-    /// [`next_gap`]); until then rounds are [`SLOW_DRAIN`] apart.
-    keeps_up: bool,
-    /// No resend before then: a slow sled is still printing lines for the
-    /// frames resent before its last READ.
-    quiet_until: Duration,
     /// A round the sled was too slow for: when its first frame left and
     /// how many left before the READ (see [`Session::answered`]).
     judging: Option<(Duration, u32)>,
@@ -649,7 +710,7 @@ impl Session {
             offered_at: None,
             offers_again: 0,
             again_at: None,
-            rtt: Rtt::new(limits),
+            resend: ResendPace::new(now, limits),
             reading: false,
             reads: ReadBucket::full(now),
             rereads: ReadBucket::full(now),
@@ -661,13 +722,9 @@ impl Session {
                 .map(|r| pace::Bucket::new(r, Limits::sled_burst(r), now)),
             chunks: Chunks::default(),
             share_from: None,
-            next_resend: now,
-            slow_gap: Duration::ZERO,
             resend_started: None,
             resend_frames: 0,
             resend_last: now,
-            keeps_up: false,
-            quiet_until: now,
             judging: None,
         }
     }
@@ -675,7 +732,7 @@ impl Session {
     /// The gap between resent frames now: [`RESEND_GAP`], or what the
     /// sled's resends showed it needs.
     pub fn gap(&self) -> Duration {
-        self.slow_gap.max(RESEND_GAP)
+        self.resend.gap()
     }
 
     /// The server sent this sled an OFFER at `now`: the first READ after it
@@ -716,7 +773,7 @@ impl Session {
     /// last frame sent before the READ would come too late on some
     /// consoles (during the progress line), and a timeout shorter than a
     /// line takes the line for loss.
-    pub(crate) fn first_trip(&mut self, now: Duration) -> Option<Duration> {
+    pub(crate) fn take_first_trip(&mut self, now: Duration) -> Option<Duration> {
         let offered = self.offered_at.take()?;
         let from = self.again_at.filter(|&t| t <= now).unwrap_or(offered);
         Some(now.saturating_sub(from))
@@ -729,12 +786,12 @@ impl Session {
 
     /// The current resend timeout.
     pub fn rto(&self) -> Duration {
-        self.rtt.rto
+        self.resend.rtt.rto
     }
 
     /// The smoothed round trip, once measured.
     pub fn srtt(&self) -> Option<Duration> {
-        self.rtt.srtt
+        self.resend.rtt.srtt
     }
 
     /// How far the sled is behind its fair share of the link, in bytes:
@@ -796,7 +853,7 @@ impl Session {
     /// unicast now): `read` is its READ for a new batch; it has every frame
     /// before it. As [`Session::on_read`], without the check against a
     /// batch this session never served.
-    /// It keeps what its cohort measured of it: its round trip (`rtt`),
+    /// It keeps what its cohort measured of it (`pace`): its round trip,
     /// the gap its console takes and whether it keeps up with it.
     pub(crate) fn take_over(
         &mut self,
@@ -804,15 +861,17 @@ impl Session {
         read: &wire::Read,
         limits: &Limits,
         events: &mut Vec<Event>,
-        (rtt, slow_gap, keeps_up): (Rtt, Duration, bool),
+        pace: ResendPace,
     ) -> bool {
         self.batch = None;
         self.queue.clear();
         // Its OFFER was long ago: no measure of the path.
         self.offered_at = None;
-        self.rtt = rtt;
-        self.slow_gap = slow_gap;
-        self.keeps_up = keeps_up;
+        // Not its quiet spell nor when a resent frame may next leave: the
+        // cohort's repairs are over.
+        self.resend.rtt = pace.rtt;
+        self.resend.slow_gap = pace.slow_gap;
+        self.resend.keeps_up = pace.keeps_up;
         self.on_read(now, read, limits, events)
     }
 
@@ -874,8 +933,8 @@ impl Session {
                 if first == b.first.wrapping_add(BATCH_BYTES) {
                     self.answered(now, *b, limits);
                 }
-            } else if let Some(trip) = self.first_trip(now) {
-                self.rtt.first_trip(trip, limits);
+            } else if let Some(trip) = self.take_first_trip(now) {
+                self.resend.rtt.first_trip(trip, limits);
             }
             self.resend_started = None;
             self.resend_frames = 0;
@@ -951,7 +1010,11 @@ impl Session {
         };
         let first_answered = match b.resent_at {
             None => true,
-            Some(r) => self.rtt.min_rtt.is_some_and(|m| now.saturating_sub(r) < m),
+            Some(r) => self
+                .resend
+                .rtt
+                .min_rtt
+                .is_some_and(|m| now.saturating_sub(r) < m),
         };
         let judged = self.judging.take();
         if let (Some((t0, frames)), 0) = (judged, b.rounds) {
@@ -968,35 +1031,28 @@ impl Session {
                 .unwrap_or(b.asked_at)
                 .saturating_sub(b.asked_at);
             let line = now.saturating_sub(t0).saturating_sub(coming) / frames.max(1);
-            self.slow_gap = self.slow_gap.max((line * 5 / 4).min(RESEND_GAP_MAX));
+            self.resend.slow_gap = self.resend.slow_gap.max((line * 5 / 4).min(RESEND_GAP_MAX));
             return;
         }
         if first_answered {
-            self.rtt.sample(now, now.saturating_sub(first_done), limits);
+            self.resend
+                .rtt
+                .sample(now, now.saturating_sub(first_done), limits);
             if b.rounds == 1 {
                 // The sled answered its first sending right after a resend
                 // began: it was not buried in lines.
-                self.keeps_up = true;
+                self.resend.keeps_up = true;
             }
         } else {
-            self.rtt.loss_confirmed(limits);
+            self.resend.rtt.loss_confirmed(limits);
             // Answered by the batch's first resend round (no other round
             // sent yet): how fast the sled took it.
             if let (1, Some(t0)) = (b.rounds, self.resend_started) {
-                let trip = self.rtt.long_trip();
-                let answer = now.saturating_sub(t0).saturating_sub(trip);
-                let took = self.resend_last.saturating_sub(t0) + self.gap();
-                let (gap, kept_up) = next_gap(self.gap(), answer, self.resend_frames, took);
-                self.keeps_up = kept_up.unwrap_or(self.keeps_up);
-                if kept_up == Some(false) {
-                    self.slow_gap = gap;
-                    // Lines for most of the round may still be ahead of its
-                    // next batch, at a pace not known yet: no resend until a
-                    // 115200-baud console would have printed them all. The
-                    // next batch's READ, if it needs no resend, says how
-                    // long they took.
-                    self.quiet_until = now + SLOW_DRAIN;
-                    self.judging = Some((t0, self.resend_frames));
+                let frames = self.resend_frames;
+                if self.resend.judge(now, t0, self.resend_last, frames) == Some(false) {
+                    // The next batch's READ, if it needs no resend, says
+                    // how long the lines took.
+                    self.judging = Some((t0, frames));
                 }
             }
         }
@@ -1020,12 +1076,12 @@ impl Session {
         if b.rounds >= limits.resend_rounds {
             return None;
         }
-        let drain = if b.rounds == 0 || self.keeps_up {
+        let drain = if b.rounds == 0 {
             Duration::ZERO
         } else {
-            SLOW_DRAIN.saturating_sub(self.gap() * READ_SLOTS as u32)
+            self.resend.drain()
         };
-        Some((b.done_at? + self.rtt.rto.max(drain)).max(self.quiet_until))
+        Some((b.done_at? + self.resend.rtt.rto.max(drain)).max(self.resend.quiet_until))
     }
 
     /// Timers: resends the batch when the sled's next READ is overdue.
@@ -1058,7 +1114,7 @@ impl Session {
             count: READ_SLOTS as u32,
             resend: true,
         });
-        self.rtt.back_off(limits);
+        self.resend.rtt.back_off(limits);
         self.resent_batches += 1;
         self.pending_resent += 1;
         self.report_retransmits(now, events);
@@ -1071,7 +1127,7 @@ impl Session {
             None => now,
         };
         match self.queue.front() {
-            Some(r) if r.resend => paced.max(self.next_resend),
+            Some(r) if r.resend => paced.max(self.resend.next),
             _ => paced,
         }
     }
@@ -1085,7 +1141,7 @@ impl Session {
             None => now,
         };
         match self.queue.front() {
-            Some(r) if r.resend => self.ready_at(now).max(self.next_resend),
+            Some(r) if r.resend => self.ready_at(now).max(self.resend.next),
             _ => paced,
         }
     }
@@ -1095,7 +1151,7 @@ impl Session {
         let gap = self.gap();
         let run = self.queue.front_mut()?;
         if run.resend {
-            self.next_resend = now + gap;
+            self.resend.next = now + gap;
             if self.batch.is_some_and(|b| b.rounds == 1) {
                 self.resend_started.get_or_insert(now);
                 self.resend_frames += 1;

@@ -528,6 +528,9 @@ impl Sled {
         match repr {
             Repr::Offer(offer) => {
                 if self.transfer.is_some() {
+                    // READING: oxide_boot_net_ether_turn frees every frame
+                    // that is not DATA without a word (an OFFER sent again
+                    // to wake the loop, too); only DATA costs a line.
                     return;
                 }
                 let ok = offer.dataset[127] == 0
